@@ -1,0 +1,379 @@
+"""The bus: one API over every channel, with subjects routed to channels by configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from meshbus import codec
+from meshbus.config import BusConfig, parse_url, resolve_config
+from meshbus.errors import Closed, NotStarted, NotSupported, PayloadTooLarge
+from meshbus.headers import CONTENT_TYPE, check_user_headers
+from meshbus.message import Message
+from meshbus.registry import TransportRegistry, default_registry
+from meshbus.routing import Router
+from meshbus.subjects import validate_group, validate_pattern, validate_subject
+from meshbus.subscription import Subscription
+from meshbus.transport import Capabilities, Envelope, Transport
+
+__all__ = ["Bus", "Outgoing", "connect"]
+
+DEFAULT_DRAIN_TIMEOUT = 10.0
+DEFAULT_PUBLISH_TIMEOUT = 30.0
+DEFAULT_REQUEST_TIMEOUT = 5.0
+DEFAULT_PREFETCH = 256
+
+_NEW, _OPEN, _CLOSING, _CLOSED = range(4)
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One message for ``Bus.publish_many``."""
+
+    subject: str
+    payload: object
+    key: str | None = None
+    headers: Mapping[str, str] | None = field(default=None)
+
+
+def connect(
+    url: str | None = None,
+    *,
+    routes: Mapping[str, str] | None = None,
+    listen: str | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    registry: TransportRegistry | None = None,
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+    publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+) -> Bus:
+    """Make a bus for ``url`` (or ``MESHBUS_URL``), with ``routes`` (or ``MESHBUS_ROUTES``)
+    sending matching subjects to other channels and ``listen`` (or ``MESHBUS_LISTEN``) serving
+    this process's subscriptions to direct peers.
+
+    The bus connects on ``async with`` or ``await``::
+
+        async with meshbus.connect("nats://nats:4222") as bus: ...
+        bus = await meshbus.connect("memory://app")
+
+    ``options`` holds per-scheme settings that do not fit in a URL (an ``ssl.SSLContext``, a
+    token), e.g. ``{"tcp": {"token": "s3cret"}}``. Configuration errors raise here, before any
+    connection is made.
+    """
+    config = resolve_config(url, routes, listen)
+    return Bus(
+        config,
+        options=options or {},
+        registry=registry or default_registry(),
+        drain_timeout=drain_timeout,
+        publish_timeout=publish_timeout,
+    )
+
+
+class Bus:
+    """Publishes, subscribes and requests over the channels its configuration names.
+
+    Made by :func:`connect`. An async context manager; ``close()`` drains (contract point 10).
+    """
+
+    def __init__(
+        self,
+        config: BusConfig,
+        *,
+        options: Mapping[str, Mapping[str, Any]],
+        registry: TransportRegistry,
+        drain_timeout: float,
+        publish_timeout: float,
+    ) -> None:
+        self.config = config
+        self.drain_timeout = drain_timeout
+        self.publish_timeout = publish_timeout
+        self._options = options
+        self._registry = registry
+        self._state = _NEW
+        self._transports: dict[str, Transport] = {}
+        self._listener: Transport | None = None
+        self._router: Router[Transport] | None = None
+        self._route_cache: dict[str, Transport] = {}
+        self._subscriptions: set[Subscription] = set()
+        self._pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._id_prefix = os.urandom(6).hex() + "-"
+        self._ids = itertools.count(1)
+        self._start_lock: asyncio.Lock | None = None
+        self._closed_event: asyncio.Event | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _make(self, url: str) -> Transport:
+        scheme = parse_url(url).scheme.lower()
+        factory = self._registry.factory(scheme)
+        return factory(url, self._options.get(scheme, {}))
+
+    async def start(self) -> Bus:
+        """Connect every channel the configuration names (idempotent); return ``self``."""
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._state == _OPEN:
+                return self
+            if self._state != _NEW:
+                raise Closed("this bus is closed; make a new one with meshbus.connect()")
+            urls = [self.config.url, *self.config.routes.values()]
+            for url in urls:
+                if url not in self._transports:
+                    self._transports[url] = self._make(url)
+            if self.config.listen is not None:
+                self._listener = self._make_listener(self.config.listen)
+            started: list[Transport] = []
+            try:
+                for transport in [*self._transports.values(), *filter(None, [self._listener])]:
+                    await transport.start()
+                    started.append(transport)
+            except BaseException:
+                for transport in reversed(started):
+                    await transport.close(0)
+                self._state = _CLOSED
+                raise
+            routes = {pattern: self._transports[url] for pattern, url in self.config.routes.items()}
+            self._router = Router(self._transports[self.config.url], routes)
+            self._state = _OPEN
+            return self
+
+    def _make_listener(self, url: str) -> Transport:
+        scheme = parse_url(url).scheme.lower()
+        factory = self._registry.factory(scheme)
+        listener = getattr(factory, "listener", None)
+        if listener is None:
+            raise NotSupported(f"{scheme}:// channels cannot listen; use a tcp:// listen address")
+        made: Transport = listener(url, self._options.get(scheme, {}))
+        return made
+
+    def __await__(self) -> Generator[Any, None, Bus]:
+        return self.start().__await__()
+
+    async def __aenter__(self) -> Bus:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has begun."""
+        return self._state >= _CLOSING
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop new deliveries, let handlers settle, flush publishes, disconnect.
+
+        Waits up to ``timeout`` (default ``drain_timeout``) for publishes in flight and for
+        delivered messages to be settled; unsettled group messages go back to their group.
+        Idempotent: a second call waits for the first to finish.
+        """
+        if self._state >= _CLOSING:
+            if self._closed_event is not None:
+                await self._closed_event.wait()
+            return
+        was_open = self._state == _OPEN
+        self._state = _CLOSING
+        self._closed_event = asyncio.Event()
+        budget = self.drain_timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        try:
+            if was_open:
+                # Publishes in flight finish first: nothing confirmed is lost by closing.
+                try:
+                    async with asyncio.timeout(budget):
+                        await self._idle.wait()
+                except TimeoutError:
+                    pass
+                subs = list(self._subscriptions)
+                await asyncio.gather(
+                    *(s.close(max(0.0, deadline - loop.time())) for s in subs),
+                    return_exceptions=True,
+                )
+            for transport in [*filter(None, [self._listener]), *self._transports.values()]:
+                await transport.close(max(0.0, deadline - loop.time()))
+        finally:
+            self._state = _CLOSED
+            self._closed_event.set()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state != _OPEN:
+            if self._state == _NEW:
+                raise NotStarted("start the bus first: 'async with meshbus.connect(...)' or 'await bus'")
+            raise Closed("this bus is closed (or closing) and takes no new work")
+
+    def _transport_for(self, subject: str) -> Transport:
+        transport = self._route_cache.get(subject)
+        if transport is None:
+            validate_subject(subject)
+            assert self._router is not None
+            transport = self._router.for_subject(subject)
+            if len(self._route_cache) > 4096:
+                self._route_cache.clear()
+            self._route_cache[subject] = transport
+        return transport
+
+    def _envelope(
+        self,
+        transport: Transport,
+        subject: str,
+        payload: object,
+        key: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> Envelope:
+        data, content_type = codec.encode(payload)
+        limit = transport.capabilities.max_payload
+        if len(data) > limit:
+            raise PayloadTooLarge(len(data), limit, subject)
+        checked = check_user_headers(headers) if headers else {}
+        if content_type is not None:
+            checked[CONTENT_TYPE] = content_type
+        if key is not None and type(key) is not str:
+            raise TypeError(f"key must be a str, not {type(key).__name__}")
+        return Envelope(subject, data, checked, key, f"{self._id_prefix}{next(self._ids):x}")
+
+    def _begin(self) -> None:
+        self._pending += 1
+        self._idle.clear()
+
+    def _end(self) -> None:
+        self._pending -= 1
+        if self._pending == 0:
+            self._idle.set()
+
+    # -- the API ---------------------------------------------------------------------------
+
+    def capabilities(self, subject: str) -> Capabilities:
+        """The capabilities of the channel that ``subject`` is routed to."""
+        self._check_open()
+        return self._transport_for(subject).capabilities
+
+    async def publish(
+        self,
+        subject: str,
+        payload: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Publish ``payload`` to ``subject``; return its message id once the channel has taken
+        responsibility for it (contract point 5)."""
+        self._check_open()
+        transport = self._transport_for(subject)
+        envelope = self._envelope(transport, subject, payload, key, headers)
+        self._begin()
+        try:
+            await transport.publish(envelope, self.publish_timeout if timeout is None else timeout)
+        finally:
+            self._end()
+        return envelope.id
+
+    async def publish_many(
+        self,
+        messages: Iterable[Outgoing | tuple[str, object]],
+        *,
+        timeout: float | None = None,
+    ) -> list[str]:
+        """Publish several messages with pipelined confirms; return their ids once every one is
+        taken. Every message is checked and encoded before any is sent."""
+        self._check_open()
+        batches: dict[int, tuple[Transport, list[Envelope]]] = {}
+        ids: list[str] = []
+        for item in messages:
+            if isinstance(item, Outgoing):
+                subject, payload, key, headers = item.subject, item.payload, item.key, item.headers
+            else:
+                subject, payload = item
+                key, headers = None, None
+            transport = self._transport_for(subject)
+            envelope = self._envelope(transport, subject, payload, key, headers)
+            batches.setdefault(id(transport), (transport, []))[1].append(envelope)
+            ids.append(envelope.id)
+        wait = self.publish_timeout if timeout is None else timeout
+        self._begin()
+        try:
+            await asyncio.gather(*(t.publish_many(envs, wait) for t, envs in batches.values()))
+        finally:
+            self._end()
+        return ids
+
+    def subscribe(
+        self, subject: str, group: str | None = None, *, prefetch: int = DEFAULT_PREFETCH
+    ) -> Subscription:
+        """Subscribe to a subject or pattern; with ``group``, share its messages with the other
+        members of that group (contract points 2 and 3).
+
+        Use as ``async with bus.subscribe(...) as sub: async for msg in sub: ...`` or
+        ``sub = await bus.subscribe(...)``; the subscription is active once entered.
+        """
+        validate_pattern(subject)
+        if group is not None:
+            validate_group(group)
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be at least 1, got {prefetch}")
+        return Subscription(self, subject, group, prefetch)
+
+    def _targets(self, pattern: str) -> list[Transport]:
+        self._check_open()
+        assert self._router is not None
+        targets = self._router.for_pattern(pattern)
+        if self._listener is not None:
+            targets.append(self._listener)
+        return targets
+
+    def _track(self, subscription: Subscription, active: bool) -> None:
+        if active:
+            self._subscriptions.add(subscription)
+        else:
+            self._subscriptions.discard(subscription)
+
+    async def declare_group(self, subject: str, group: str) -> None:
+        """Create ``group`` on ``subject`` so that it keeps messages before any member joins
+        (durable channels only)."""
+        validate_pattern(subject)
+        validate_group(group)
+        for transport in self._targets(subject):
+            if not transport.capabilities.durable:
+                raise NotSupported(
+                    f"the channel for {subject!r} is not durable; groups exist only while a "
+                    "member is subscribed"
+                )
+            await transport.declare_group(subject, group)
+
+    async def request(
+        self,
+        subject: str,
+        payload: object,
+        *,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        """Send a request and return the reply (contract point 6). Raises ``RequestTimeout``
+        when no reply comes in time, ``NoResponders`` where the channel can tell at once."""
+        self._check_open()
+        if timeout <= 0:
+            raise ValueError(f"request timeout must be > 0, got {timeout}")
+        transport = self._transport_for(subject)
+        envelope = self._envelope(transport, subject, payload, key, headers)
+        self._begin()
+        try:
+            return await transport.request(envelope, timeout)
+        finally:
+            self._end()

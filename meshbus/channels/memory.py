@@ -1,0 +1,423 @@
+"""``memory://name`` — the in-process channel.
+
+Every bus connected to the same ``memory://name`` in one process shares one in-process broker,
+which lives while at least one of those buses is open. It keeps the whole contract, so it is
+both the channel for single-process apps and the test double for code written against meshbus:
+
+- broadcast subscribers each get every message published after they subscribed; a subscriber
+  holds at most ``buffer`` undelivered messages (URL option, default 10000) and a publisher
+  waits for room (up to its timeout) rather than dropping or growing memory;
+- groups are durable for the broker's lifetime: they exist from their first subscription or
+  ``declare_group``, keep messages while no member is subscribed, and redeliver anything a
+  member nacks or leaves unsettled, counting ``attempt``;
+- a group is one FIFO queue, so messages with one key keep their publish order;
+- ``request()`` raises ``NoResponders`` at once when nothing subscribes to the subject.
+
+URL options: ``memory://app?max_payload=8388608&buffer=10000``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qs
+
+from meshbus.config import parse_url
+from meshbus.errors import Closed, InvalidURL, NoResponders, PublishTimeout, RequestTimeout
+from meshbus.headers import (
+    ATTEMPT,
+    CORRELATION_ID,
+    DEAD_GROUP,
+    DEAD_REASON,
+    DEAD_SUBJECT,
+    REPLY_TO,
+    dead_letter_subject,
+)
+from meshbus.message import Message
+from meshbus.subjects import SubjectIndex
+from meshbus.transport import Capabilities, Envelope
+
+__all__ = ["MemoryTransport"]
+
+DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
+DEFAULT_BUFFER = 10_000
+
+_hubs: weakref.WeakValueDictionary[str, _Hub] = weakref.WeakValueDictionary()
+
+
+def _wake_first(waiters: deque[asyncio.Future[None]]) -> None:
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
+
+
+class _Entry:
+    """A message queued for one group, with its delivery count in that group."""
+
+    __slots__ = ("attempt", "envelope")
+
+    def __init__(self, envelope: Envelope, attempt: int = 0) -> None:
+        self.envelope = envelope
+        self.attempt = attempt
+
+
+def _deliver(envelope: Envelope, attempt: int, settler: Any, token: Any) -> Message:
+    headers = envelope.headers
+    return Message(
+        envelope.subject,
+        envelope.data,
+        dict(headers),
+        key=envelope.key,
+        id=envelope.id,
+        attempt=attempt,
+        reply_to=headers.get(REPLY_TO),
+        settler=settler,
+        token=token,
+    )
+
+
+class _Hub:
+    """The in-process broker behind one ``memory://name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.broadcast: SubjectIndex[_Broadcast] = SubjectIndex()
+        self.groups: dict[tuple[str, str], _Group] = {}
+        self.group_index: SubjectIndex[_Group] = SubjectIndex()
+        self.pending: dict[str, asyncio.Future[Envelope]] = {}
+        self.request_ids = 0
+
+    def group(self, pattern: str, name: str) -> _Group:
+        group = self.groups.get((pattern, name))
+        if group is None:
+            group = self.groups[(pattern, name)] = _Group(self, pattern, name)
+            self.group_index.add(pattern, group)
+        return group
+
+    def route(self, envelope: Envelope) -> list[_Broadcast]:
+        """Queue ``envelope`` for every group and broadcast subscriber it matches; return the
+        broadcast subscribers whose buffers were full."""
+        subject = envelope.subject
+        for group in self.group_index.lookup(subject):
+            group.put(_Entry(envelope))
+        full: list[_Broadcast] = []
+        for sub in self.broadcast.lookup(subject):
+            if not sub.offer(envelope):
+                full.append(sub)
+        return full
+
+    async def publish(self, envelope: Envelope, timeout: float | None) -> None:
+        full = self.route(envelope)
+        if full:
+            try:
+                async with asyncio.timeout(timeout):
+                    for sub in full:
+                        await sub.put(envelope)
+            except TimeoutError:
+                raise PublishTimeout(
+                    f"a broadcast subscriber of {envelope.subject!r} stayed full for "
+                    f"{timeout:g} s; the message reached the others"
+                ) from None
+
+    def has_responders(self, subject: str) -> bool:
+        return bool(self.group_index.lookup(subject) or self.broadcast.lookup(subject))
+
+
+class _Group:
+    """A durable group: one FIFO queue shared by its members."""
+
+    def __init__(self, hub: _Hub, pattern: str, name: str) -> None:
+        self.hub = hub
+        self.pattern = pattern
+        self.name = name
+        self.queue: deque[_Entry] = deque()
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def put(self, entry: _Entry) -> None:
+        self.queue.append(entry)
+        _wake_first(self.waiters)
+
+    def put_back(self, entries: list[_Entry]) -> None:
+        self.queue.extendleft(reversed(entries))
+        for _ in entries:
+            _wake_first(self.waiters)
+
+
+class _Subscriber:
+    """What group members and broadcast subscribers share: delivery, settling, draining."""
+
+    def __init__(self, hub: _Hub, max_payload: int, prefetch: int) -> None:
+        self.hub = hub
+        self.max_payload = max_payload
+        self.prefetch = prefetch
+        self.in_flight: dict[int, _Entry] = {}
+        self.closing = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.drained: asyncio.Event | None = None
+
+    def __aiter__(self) -> _Subscriber:
+        return self
+
+    async def __anext__(self) -> Message:
+        raise NotImplementedError
+
+    def _wake_self(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def _wait(self, extra: deque[asyncio.Future[None]] | None) -> None:
+        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        if extra is not None:
+            extra.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and extra is not None:
+                _wake_first(extra)  # pass on a wake-up we can no longer use
+            raise
+        finally:
+            self.waiter = None
+
+    def _settled(self, message: Message) -> _Entry | None:
+        entry = self.in_flight.pop(id(message.token), None)
+        if not self.closing and len(self.in_flight) + 1 == self.prefetch:
+            self._wake_self()
+        if self.drained is not None and not self.in_flight:
+            self.drained.set()
+        return entry
+
+    async def ack(self, message: Message) -> None:
+        self._settled(message)
+
+    async def nack(self, message: Message, delay: float | None) -> None:
+        self._settled(message)
+
+    async def reject(self, message: Message, reason: str) -> None:
+        self._settled(message)
+
+    async def progress(self, message: Message) -> None:
+        return None
+
+    async def respond(self, message: Message, reply: Envelope) -> None:
+        future = self.hub.pending.get(message.reply_to or "")
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def _drain(self, timeout: float) -> list[_Entry]:
+        """Stop deliveries, wait up to ``timeout`` for in-flight messages to be settled, and
+        return the ones that were not."""
+        self.closing = True
+        self._wake_self()
+        if self.in_flight and timeout > 0:
+            self.drained = asyncio.Event()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.drained.wait()
+            except TimeoutError:
+                pass
+        left = list(self.in_flight.values())
+        self.in_flight.clear()
+        return left
+
+
+class _Member(_Subscriber):
+    """One member of a group."""
+
+    def __init__(self, group: _Group, max_payload: int, prefetch: int) -> None:
+        super().__init__(group.hub, max_payload, prefetch)
+        self.group = group
+
+    async def __anext__(self) -> Message:
+        group = self.group
+        while True:
+            if self.closing:
+                raise StopAsyncIteration
+            if len(self.in_flight) < self.prefetch:
+                if group.queue:
+                    entry = group.queue.popleft()
+                    entry.attempt += 1
+                    self.in_flight[id(entry)] = entry
+                    if group.queue:
+                        _wake_first(group.waiters)
+                    return _deliver(entry.envelope, entry.attempt, self, entry)
+                await self._wait(group.waiters)
+            else:
+                await self._wait(None)
+
+    async def nack(self, message: Message, delay: float | None) -> None:
+        entry = self._settled(message)
+        if entry is None:
+            return
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self.group.put, entry)
+        else:
+            self.group.put(entry)
+
+    async def reject(self, message: Message, reason: str) -> None:
+        entry = self._settled(message)
+        if entry is None:
+            return
+        original = entry.envelope
+        headers = dict(original.headers)
+        headers.pop(REPLY_TO, None)
+        headers[DEAD_SUBJECT] = original.subject
+        headers[DEAD_REASON] = reason
+        headers[DEAD_GROUP] = self.group.name
+        headers[ATTEMPT] = str(entry.attempt)
+        dead = Envelope(
+            dead_letter_subject(self.group.name), original.data, headers, original.key, original.id
+        )
+        await self.hub.publish(dead, None)
+
+    async def close(self, timeout: float) -> None:
+        if self.closing:
+            return
+        left = await self._drain(timeout)
+        if left:
+            self.group.put_back(left)
+
+
+class _Broadcast(_Subscriber):
+    """A broadcast subscriber with a bounded buffer."""
+
+    def __init__(self, hub: _Hub, pattern: str, max_payload: int, prefetch: int, buffer: int):
+        super().__init__(hub, max_payload, prefetch)
+        self.pattern = pattern
+        self.buffer: deque[Envelope] = deque()
+        self.capacity = buffer
+        self.space: deque[asyncio.Future[None]] = deque()
+
+    def offer(self, envelope: Envelope) -> bool:
+        if self.closing:
+            return True
+        if len(self.buffer) >= self.capacity:
+            return False
+        self.buffer.append(envelope)
+        if len(self.in_flight) < self.prefetch:
+            self._wake_self()
+        return True
+
+    async def put(self, envelope: Envelope) -> None:
+        while not self.offer(envelope):
+            waiter = asyncio.get_running_loop().create_future()
+            self.space.append(waiter)
+            await waiter
+
+    async def __anext__(self) -> Message:
+        while True:
+            if self.closing:
+                raise StopAsyncIteration
+            if self.buffer and len(self.in_flight) < self.prefetch:
+                envelope = self.buffer.popleft()
+                _wake_first(self.space)
+                entry = _Entry(envelope, 1)
+                self.in_flight[id(entry)] = entry
+                return _deliver(envelope, 1, self, entry)
+            await self._wait(None)
+
+    async def close(self, timeout: float) -> None:
+        if self.closing:
+            return
+        self.hub.broadcast.remove(self.pattern, self)
+        self.buffer.clear()
+        while self.space:
+            waiter = self.space.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        await self._drain(timeout)
+
+
+class MemoryTransport:
+    """The ``memory://`` channel (see the module docstring)."""
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        parts = parse_url(url)
+        name = (parts.netloc + parts.path).strip("/")
+        if not name:
+            raise InvalidURL(url, "memory:// needs a name, e.g. memory://app")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        settings = {**query, **(options or {})}
+        try:
+            max_payload = int(settings.pop("max_payload", DEFAULT_MAX_PAYLOAD))
+            self.buffer = int(settings.pop("buffer", DEFAULT_BUFFER))
+        except (TypeError, ValueError) as exc:
+            raise InvalidURL(url, f"max_payload and buffer are whole numbers: {exc}") from exc
+        if settings:
+            raise InvalidURL(url, f"unknown memory:// options: {', '.join(sorted(settings))}")
+        if max_payload < 1 or self.buffer < 1:
+            raise InvalidURL(url, "max_payload and buffer must be at least 1")
+        self.name = name
+        self.capabilities = Capabilities(
+            max_payload=max_payload, durable=True, ordered_by_key=True, no_responders=True
+        )
+        self._hub: _Hub | None = None
+        self._subs: set[_Member | _Broadcast] = set()
+        self._closed = False
+
+    @property
+    def hub(self) -> _Hub:
+        if self._hub is None or self._closed:
+            raise Closed(f"memory://{self.name} is not connected")
+        return self._hub
+
+    async def start(self) -> None:
+        hub = _hubs.get(self.name)
+        if hub is None:
+            hub = _hubs[self.name] = _Hub(self.name)
+        self._hub = hub
+
+    async def publish(self, envelope: Envelope, timeout: float | None) -> None:
+        await self.hub.publish(envelope, timeout)
+
+    async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
+        hub = self.hub
+        for envelope in envelopes:
+            await hub.publish(envelope, timeout)
+
+    async def subscribe(self, pattern: str, group: str | None, prefetch: int) -> _Member | _Broadcast:
+        hub = self.hub
+        sub: _Member | _Broadcast
+        if group is None:
+            sub = _Broadcast(hub, pattern, self.capabilities.max_payload, prefetch, self.buffer)
+            hub.broadcast.add(pattern, sub)
+        else:
+            sub = _Member(hub.group(pattern, group), self.capabilities.max_payload, prefetch)
+        self._subs.add(sub)
+        return sub
+
+    async def declare_group(self, pattern: str, group: str) -> None:
+        self.hub.group(pattern, group)
+
+    async def request(self, envelope: Envelope, timeout: float) -> Message:
+        hub = self.hub
+        if not hub.has_responders(envelope.subject):
+            raise NoResponders(envelope.subject)
+        hub.request_ids += 1
+        inbox = f"_INBOX.{id(hub):x}.{hub.request_ids}"
+        envelope.headers[REPLY_TO] = inbox
+        envelope.headers[CORRELATION_ID] = envelope.id
+        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        hub.pending[inbox] = future
+        try:
+            async with asyncio.timeout(timeout):
+                await hub.publish(envelope, timeout)
+                reply = await future
+        except TimeoutError:
+            raise RequestTimeout(envelope.subject, timeout) from None
+        finally:
+            hub.pending.pop(inbox, None)
+        return Message(reply.subject, reply.data, reply.headers, id=reply.id)
+
+    async def close(self, timeout: float) -> None:
+        if self._closed:
+            return
+        subs = list(self._subs)
+        self._subs.clear()
+        await asyncio.gather(*(sub.close(timeout) for sub in subs))
+        self._closed = True
+        self._hub = None

@@ -1,0 +1,228 @@
+"""Every error meshbus raises, in one tree.
+
+::
+
+    MeshbusError
+    ├── ConfigurationError (ValueError)      bad URL, routes or options; found before connecting
+    │   ├── InvalidURL
+    │   ├── InvalidRoutes
+    │   └── UnknownScheme (LookupError)       no channel serves this URL scheme
+    │       └── AdapterNotInstalled          a known scheme whose adapter package is missing
+    ├── InvalidSubject (ValueError)           a subject or pattern that breaks the subject rules
+    ├── InvalidHeader (ValueError)            non-str header, or a reserved ``mb-`` name
+    ├── PayloadTooLarge (ValueError)          larger than the channel's ``max_payload``
+    ├── CodecError
+    │   ├── EncodeError (TypeError)           a payload meshbus cannot encode
+    │   └── DecodeError (ValueError)          data that is not what the caller asked for
+    ├── SettlementError
+    │   ├── AlreadySettled                   ack / nack / reject twice
+    │   └── NotARequest                      ``respond()`` to a message that expects no reply
+    ├── Closed                                the bus or subscription is closed (or closing)
+    │   └── NotStarted                       used before ``await bus`` / ``async with bus``
+    ├── MeshbusTimeout (TimeoutError)
+    │   ├── RequestTimeout                   no reply within the request's timeout
+    │   └── PublishTimeout                   the channel did not take the message in time
+    ├── NoResponders (LookupError)            a request that nobody subscribes to
+    ├── NotSupported                          the channel does not offer this operation
+    ├── TransportError (ConnectionError)      a channel failed underneath
+    │   ├── ConnectFailed                    could not connect (first connect fails fast)
+    │   ├── ConnectionLost                   a live connection went away
+    │   ├── PublishRejected                  the broker or peer refused the message
+    │   └── ProtocolError                    malformed frames or files, a wrong version
+    └── AuthenticationFailed (PermissionError) bad credentials or token
+
+Adapters map their client library's exceptions onto this tree in one place each, most specific
+class first, and keep the original exception as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdapterNotInstalled",
+    "AlreadySettled",
+    "AuthenticationFailed",
+    "Closed",
+    "CodecError",
+    "ConfigurationError",
+    "ConnectFailed",
+    "ConnectionLost",
+    "DecodeError",
+    "EncodeError",
+    "InvalidHeader",
+    "InvalidRoutes",
+    "InvalidSubject",
+    "InvalidURL",
+    "MeshbusError",
+    "MeshbusTimeout",
+    "NoResponders",
+    "NotARequest",
+    "NotStarted",
+    "NotSupported",
+    "PayloadTooLarge",
+    "ProtocolError",
+    "PublishRejected",
+    "PublishTimeout",
+    "RequestTimeout",
+    "SettlementError",
+    "TransportError",
+    "UnknownScheme",
+]
+
+
+class MeshbusError(Exception):
+    """Base of every error meshbus raises."""
+
+
+class ConfigurationError(MeshbusError, ValueError):
+    """A URL, route table or option is wrong; found before anything is sent."""
+
+
+class InvalidURL(ConfigurationError):
+    """A channel URL that cannot be parsed or lacks a part the channel needs."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"invalid channel URL {url!r}: {reason}")
+
+
+class InvalidRoutes(ConfigurationError):
+    """A route table (``routes=`` or ``MESHBUS_ROUTES``) that cannot be used."""
+
+
+class UnknownScheme(ConfigurationError, LookupError):
+    """No channel is registered for a URL scheme."""
+
+    def __init__(self, scheme: str, available: list[str]) -> None:
+        self.scheme = scheme
+        self.available = available
+        listed = ", ".join(f"{name}://" for name in sorted(available)) or "none"
+        super().__init__(
+            f"no meshbus channel serves {scheme}:// (installed channels: {listed}); "
+            "a third-party channel registers itself under the entry-point group "
+            "'meshbus.transports'"
+        )
+
+
+class AdapterNotInstalled(UnknownScheme):
+    """A scheme meshbus knows, whose adapter distribution is not installed."""
+
+    def __init__(self, scheme: str, package: str, extra: str, available: list[str]) -> None:
+        super().__init__(scheme, available)
+        self.package = package
+        self.extra = extra
+        self.args = (
+            f"{scheme}:// needs the {package} adapter, which is not installed: "
+            f"pip install 'meshbus[{extra}]'  (or: pip install {package})",
+        )
+
+
+class InvalidSubject(MeshbusError, ValueError):
+    """A subject or subscription pattern that breaks the subject rules."""
+
+    def __init__(self, subject: object, reason: str) -> None:
+        self.subject = subject
+        self.reason = reason
+        super().__init__(f"invalid subject {subject!r}: {reason}")
+
+
+class InvalidHeader(MeshbusError, ValueError):
+    """A header that is not ``str -> str``, or that uses the reserved ``mb-`` prefix."""
+
+
+class PayloadTooLarge(MeshbusError, ValueError):
+    """A payload larger than the channel accepts; raised before any byte is sent."""
+
+    def __init__(self, size: int, limit: int, subject: str = "") -> None:
+        self.size = size
+        self.limit = limit
+        self.subject = subject
+        where = f" for {subject!r}" if subject else ""
+        super().__init__(
+            f"payload of {size} bytes{where} is over this channel's limit of {limit} bytes"
+        )
+
+
+class CodecError(MeshbusError):
+    """Encoding a payload or decoding message data failed."""
+
+
+class EncodeError(CodecError, TypeError):
+    """A payload of a type meshbus cannot encode."""
+
+
+class DecodeError(CodecError, ValueError):
+    """Message data that does not decode as asked."""
+
+
+class SettlementError(MeshbusError):
+    """A message was settled in a way the contract does not allow."""
+
+
+class AlreadySettled(SettlementError):
+    """``ack``, ``nack`` or ``reject`` on a message that is already settled."""
+
+
+class NotARequest(SettlementError):
+    """``respond()`` on a message that was published, not sent by ``request()``."""
+
+
+class Closed(MeshbusError):
+    """The bus or subscription is closed, or closing, and takes no new work."""
+
+
+class NotStarted(Closed):
+    """The bus was used before it was started (``await bus`` or ``async with bus``)."""
+
+
+class MeshbusTimeout(MeshbusError, TimeoutError):
+    """An operation did not finish within its timeout."""
+
+
+class RequestTimeout(MeshbusTimeout):
+    """No reply came within the request's timeout."""
+
+    def __init__(self, subject: str, timeout: float) -> None:
+        self.subject = subject
+        self.timeout = timeout
+        super().__init__(f"no reply to a request on {subject!r} within {timeout:g} s")
+
+
+class PublishTimeout(MeshbusTimeout):
+    """The channel did not take responsibility for a message within the timeout."""
+
+
+class NoResponders(MeshbusError, LookupError):
+    """A request to a subject that nobody subscribes to (where the channel can tell)."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(f"no responders subscribe to {subject!r}")
+
+
+class NotSupported(MeshbusError):
+    """The channel does not offer this operation."""
+
+
+class TransportError(MeshbusError, ConnectionError):
+    """A channel failed underneath: connection, broker or peer."""
+
+
+class ConnectFailed(TransportError):
+    """Could not connect to a broker or peer."""
+
+
+class ConnectionLost(TransportError):
+    """A live connection to a broker or peer went away."""
+
+
+class PublishRejected(TransportError):
+    """The broker or peer refused to take the message."""
+
+
+class ProtocolError(TransportError):
+    """Malformed frames or files, or a peer that speaks another protocol version."""
+
+
+class AuthenticationFailed(MeshbusError, PermissionError):
+    """Credentials or the shared token were refused."""
