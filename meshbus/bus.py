@@ -107,6 +107,12 @@ class Bus:
         self._ids = itertools.count(1)
         self._start_lock: asyncio.Lock | None = None
         self._closed_event: asyncio.Event | None = None
+        # Made here, without I/O, so that an unknown scheme or a bad URL fails at connect().
+        for url in [config.url, *config.routes.values()]:
+            if url not in self._transports:
+                self._transports[url] = self._make(url)
+        if config.listen is not None:
+            self._listener = self._make_listener(config.listen)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -124,12 +130,6 @@ class Bus:
                 return self
             if self._state != _NEW:
                 raise Closed("this bus is closed; make a new one with meshbus.connect()")
-            urls = [self.config.url, *self.config.routes.values()]
-            for url in urls:
-                if url not in self._transports:
-                    self._transports[url] = self._make(url)
-            if self.config.listen is not None:
-                self._listener = self._make_listener(self.config.listen)
             started: list[Transport] = []
             try:
                 for transport in [*self._transports.values(), *filter(None, [self._listener])]:
@@ -214,7 +214,9 @@ class Bus:
     def _check_open(self) -> None:
         if self._state != _OPEN:
             if self._state == _NEW:
-                raise NotStarted("start the bus first: 'async with meshbus.connect(...)' or 'await bus'")
+                raise NotStarted(
+                    "start the bus first: 'async with meshbus.connect(...)' or 'await bus'"
+                )
             raise Closed("this bus is closed (or closing) and takes no new work")
 
     def _transport_for(self, subject: str) -> Transport:

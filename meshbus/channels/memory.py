@@ -6,7 +6,8 @@ both the channel for single-process apps and the test double for code written ag
 
 - broadcast subscribers each get every message published after they subscribed; a subscriber
   holds at most ``buffer`` undelivered messages (URL option, default 10000) and a publisher
-  waits for room (up to its timeout) rather than dropping or growing memory;
+  waits for room (up to its timeout) rather than dropping or growing memory; settling a
+  broadcast message only marks it done, and closing does not wait for it;
 - groups are durable for the broker's lifetime: they exist from their first subscription or
   ``declare_group``, keep messages while no member is subscribed, and redeliver anything a
   member nacks or leaves unsettled, counting ``attempt``;
@@ -329,7 +330,8 @@ class _Broadcast(_Subscriber):
             waiter = self.space.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-        await self._drain(timeout)
+        # Settling a broadcast message changes nothing, so closing does not wait for it.
+        await self._drain(0)
 
 
 class MemoryTransport:
@@ -379,7 +381,9 @@ class MemoryTransport:
         for envelope in envelopes:
             await hub.publish(envelope, timeout)
 
-    async def subscribe(self, pattern: str, group: str | None, prefetch: int) -> _Member | _Broadcast:
+    async def subscribe(
+        self, pattern: str, group: str | None, prefetch: int
+    ) -> _Member | _Broadcast:
         hub = self.hub
         sub: _Member | _Broadcast
         if group is None:

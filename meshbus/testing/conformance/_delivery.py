@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from meshbus.bus import Outgoing
+from meshbus.subscription import Subscription
 from meshbus.testing.harness import Session, contract
 
 
@@ -55,11 +56,14 @@ class DeliveryTests:
         pub, b1, b2 = await s.bus(), await s.bus(), await s.bus()
         subject, group = s.subject("work"), s.group("workers")
         seen: list[int] = []
+        all_seen = asyncio.Event()
 
-        async def drain(sub: object) -> None:
-            async for msg in sub:  # type: ignore[attr-defined]
+        async def drain(sub: Subscription) -> None:
+            async for msg in sub:
                 seen.append(msg.json())
                 await msg.ack()
+                if len(seen) >= 40:
+                    all_seen.set()
 
         async with (
             b1.subscribe(subject, group=group) as m1,
@@ -68,8 +72,7 @@ class DeliveryTests:
             tasks = [asyncio.create_task(drain(m1)), asyncio.create_task(drain(m2))]
             await pub.publish_many([(subject, i) for i in range(40)])
             async with asyncio.timeout(20):
-                while len(seen) < 40:
-                    await asyncio.sleep(0.01)
+                await all_seen.wait()
             await asyncio.sleep(0.3)  # a duplicate would arrive now
             for task in tasks:
                 task.cancel()
@@ -163,4 +166,5 @@ class DeliveryTests:
             got = await s.take(sub, 120)
         for key in keys:
             numbers = [m.json()["n"] for m in got if m.key == key]
-            assert numbers == sorted(numbers) and len(numbers) == 40, key
+            assert numbers == sorted(numbers), key
+            assert len(numbers) == 40, key

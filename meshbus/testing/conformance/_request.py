@@ -25,7 +25,10 @@ class RequestTests:
         """request() returns the responder's answer, headers included."""
         client, server = await s.bus(), await s.bus()
         subject = s.subject("rpc")
-        async with server.subscribe(subject, group=s.group("svc")) as sub, running(_answer(sub, "a")):
+        async with (
+            server.subscribe(subject, group=s.group("svc")) as sub,
+            running(_answer(sub, "a")),
+        ):
             reply = await client.request(subject, {"q": 1}, timeout=10)
             assert reply.json() == {"echo": {"q": 1}, "by": "a"}
             assert reply.headers["answered-by"] == "a"
