@@ -90,7 +90,9 @@ def parse_routes(text: str) -> dict[str, str]:
 def check_routes(routes: Mapping[str, str]) -> dict[str, str]:
     """Validate every pattern and URL of a route table."""
     if not isinstance(routes, Mapping):
-        raise InvalidRoutes(f"routes must be a mapping of pattern to URL, not {type(routes).__name__}")
+        raise InvalidRoutes(
+            f"routes must be a mapping of pattern to URL, not {type(routes).__name__}"
+        )
     checked: dict[str, str] = {}
     for pattern, url in routes.items():
         try:

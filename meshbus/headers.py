@@ -51,7 +51,9 @@ def check_user_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     if headers is None:
         return {}
     if not isinstance(headers, Mapping):
-        raise InvalidHeader(f"headers must be a mapping of str to str, not {type(headers).__name__}")
+        raise InvalidHeader(
+            f"headers must be a mapping of str to str, not {type(headers).__name__}"
+        )
     checked: dict[str, str] = {}
     for name, value in headers.items():
         if type(name) is not str or not name:

@@ -157,9 +157,7 @@ class Message:
         """Tell the channel the handler is still working on the message (long handlers)."""
         await self._settler.progress(self)
 
-    async def respond(
-        self, payload: object, *, headers: Mapping[str, str] | None = None
-    ) -> None:
+    async def respond(self, payload: object, *, headers: Mapping[str, str] | None = None) -> None:
         """Answer a request. If the message is not settled yet, this also acks it."""
         if self.reply_to is None:
             raise NotARequest(

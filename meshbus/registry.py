@@ -69,7 +69,9 @@ class TransportRegistry:
             package, extra = KNOWN_ADAPTERS.get(scheme, (f"the {scheme} channel", scheme))
             raise AdapterNotInstalled(scheme, package, extra, self.schemes()) from exc
         if not callable(loaded):
-            raise ConfigurationError(f"entry point {scheme!r} in {ENTRY_POINT_GROUP} is not callable")
+            raise ConfigurationError(
+                f"entry point {scheme!r} in {ENTRY_POINT_GROUP} is not callable"
+            )
         factory = cast(TransportFactory, loaded)
         self._loaded[scheme] = factory
         return factory

@@ -91,20 +91,18 @@ async def test_routes_send_subjects_to_their_channel() -> None:
         meshbus.connect(default, routes={"thumbs.>": thumbs}) as bus,
         meshbus.connect(thumbs) as only_thumbs,
         meshbus.connect(default) as only_default,
+        bus.subscribe(">") as everything,
+        only_thumbs.subscribe(">") as t,
+        only_default.subscribe(">") as d,
     ):
-        async with (
-            bus.subscribe(">") as everything,
-            only_thumbs.subscribe(">") as t,
-            only_default.subscribe(">") as d,
-        ):
-            await bus.publish("thumbs.small", b"t")
-            await bus.publish("orders.new", b"o")
-            got_t = await asyncio.wait_for(t.__anext__(), 5)
-            got_d = await asyncio.wait_for(d.__anext__(), 5)
-            assert (got_t.subject, got_d.subject) == ("thumbs.small", "orders.new")
-            # A subscription whose pattern reaches both channels hears both.
-            both = {(await asyncio.wait_for(everything.__anext__(), 5)).subject for _ in "12"}
-            assert both == {"thumbs.small", "orders.new"}
+        await bus.publish("thumbs.small", b"t")
+        await bus.publish("orders.new", b"o")
+        got_t = await asyncio.wait_for(t.__anext__(), 5)
+        got_d = await asyncio.wait_for(d.__anext__(), 5)
+        assert (got_t.subject, got_d.subject) == ("thumbs.small", "orders.new")
+        # A subscription whose pattern reaches both channels hears both.
+        both = {(await asyncio.wait_for(everything.__anext__(), 5)).subject for _ in "12"}
+        assert both == {"thumbs.small", "orders.new"}
 
 
 @pytest.mark.asyncio
@@ -143,14 +141,13 @@ async def test_bad_arguments_at_the_call() -> None:
 
 @pytest.mark.asyncio
 async def test_memory_publisher_waits_for_a_full_broadcast_subscriber() -> None:
-    async with meshbus.connect(name() + "?buffer=2") as bus:
-        async with bus.subscribe("a") as sub:
-            await bus.publish("a", b"1")
-            await bus.publish("a", b"2")
-            with pytest.raises(errors.PublishTimeout, match="stayed full"):
-                await bus.publish("a", b"3", timeout=0.1)
-            assert (await sub.__anext__()).data == b"1"
-            await bus.publish("a", b"4", timeout=1)
+    async with meshbus.connect(name() + "?buffer=2") as bus, bus.subscribe("a") as sub:
+        await bus.publish("a", b"1")
+        await bus.publish("a", b"2")
+        with pytest.raises(errors.PublishTimeout, match="stayed full"):
+            await bus.publish("a", b"3", timeout=0.1)
+        assert (await sub.__anext__()).data == b"1"
+        await bus.publish("a", b"4", timeout=1)
 
 
 def test_error_tree() -> None:

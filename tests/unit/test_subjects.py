@@ -42,9 +42,7 @@ def reference_match(pattern: str, subject: str) -> bool:
     return re.fullmatch(r"\.".join(parts), subject) is not None
 
 
-ALL_SMALL_SUBJECTS = [
-    ".".join(p) for n in range(1, 6) for p in itertools.product("abcd", repeat=n)
-]
+ALL_SMALL_SUBJECTS = [".".join(p) for n in range(1, 6) for p in itertools.product("abcd", repeat=n)]
 
 
 @given(subject)

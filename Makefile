@@ -1,0 +1,53 @@
+# meshbus — the two commands a fresh machine needs are `make demo` and `make test`.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.meshbus-installed
+ADAPTERS := $(wildcard adapters/*/pyproject.toml)
+
+.PHONY: install system-deps test lint typecheck unit demo bench clean
+
+$(STAMP): pyproject.toml $(ADAPTERS)
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 11) else f"meshbus needs Python 3.11 or newer; {sys.executable} is {v[0]}.{v[1]}")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]' $(foreach a,$(ADAPTERS),-e $(dir $(a)))
+	touch $(STAMP)
+
+## install: a virtualenv in .venv with meshbus, its adapters and the test tools
+install: $(STAMP)
+
+## system-deps: Debian packages the tests need (RabbitMQ); needs root, skipped otherwise
+system-deps:
+	bash scripts/install-system-deps.sh
+
+## lint / typecheck: ruff and mypy --strict
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: install
+	$(PY) -m mypy
+
+## test: install everything, then lint, type-check and run every test tier
+test: install system-deps lint typecheck
+	$(PY) -m pytest --benchmark-disable
+
+## unit: the fast tiers only (no brokers)
+unit: install
+	$(PY) -m pytest tests/unit tests/conformance --benchmark-disable
+
+## demo: broadcast, a group, request/reply, redelivery and dead-lettering, printed as they happen
+demo: install
+	$(PY) examples/quickstart.py
+
+## bench: the benchmark suites, with throughput and latency figures
+bench: install
+	@mkdir -p .benchmarks
+	$(PY) -m pytest tests/benchmarks --benchmark-only --benchmark-sort=name \
+		--benchmark-columns=median,rounds --benchmark-json=.benchmarks/latest.json
+	$(PY) tests/benchmarks/report.py .benchmarks/latest.json
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .benchmarks

@@ -1,0 +1,42 @@
+"""Benchmark helpers: an event loop per benchmark and throughput/latency reporting."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+Runner = Callable[[Callable[[], Awaitable[Any]]], Any]
+
+
+@pytest.fixture
+def run() -> Iterator[Runner]:
+    """Run a coroutine function to completion on a private event loop."""
+    loop = asyncio.new_event_loop()
+
+    def runner(factory: Callable[[], Awaitable[Any]]) -> Any:
+        return loop.run_until_complete(factory())
+
+    try:
+        yield runner
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def record_throughput(benchmark: Any, messages: int) -> None:
+    """Put msgs/s (from the median round) into the benchmark's extra info."""
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and stats.stats.median:
+        benchmark.extra_info["msgs_per_s"] = round(messages / stats.stats.median)
+
+
+def record_latency(benchmark: Any, samples: list[float]) -> None:
+    """Put p50/p99 round-trip times (µs) into the benchmark's extra info."""
+    if samples:
+        ordered = sorted(samples)
+        benchmark.extra_info["p50_us"] = round(statistics.median(ordered) * 1e6, 1)
+        benchmark.extra_info["p99_us"] = round(ordered[int(len(ordered) * 0.99)] * 1e6, 1)
