@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from meshbus import codec
+from meshbus._resource import AsyncResource
 from meshbus.config import BusConfig, parse_url, resolve_config
 from meshbus.errors import Closed, NotStarted, NotSupported, PayloadTooLarge
 from meshbus.headers import CONTENT_TYPE, check_user_headers
@@ -74,7 +74,7 @@ def connect(
     )
 
 
-class Bus:
+class Bus(AsyncResource):
     """Publishes, subscribes and requests over the channels its configuration names.
 
     Made by :func:`connect`. An async context manager; ``close()`` drains (contract point 10).
@@ -153,20 +153,6 @@ class Bus:
             raise NotSupported(f"{scheme}:// channels cannot listen; use a tcp:// listen address")
         made: Transport = listener(url, self._options.get(scheme, {}))
         return made
-
-    def __await__(self) -> Generator[Any, None, Bus]:
-        return self.start().__await__()
-
-    async def __aenter__(self) -> Bus:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def closed(self) -> bool:

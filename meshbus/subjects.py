@@ -54,22 +54,22 @@ def _explain(text: str, wildcards: bool) -> str:
     return "it breaks the subject rules"  # pragma: no cover - every failure is named above
 
 
+def _validate(value: object, grammar: re.Pattern[str], what: str, wildcards: bool) -> str:
+    if type(value) is str and len(value) <= MAX_SUBJECT_LENGTH and grammar.fullmatch(value):
+        return value
+    if not isinstance(value, str):
+        raise InvalidSubject(value, f"a {what} is a str, not {type(value).__name__}")
+    raise InvalidSubject(value, _explain(value, wildcards))
+
+
 def validate_subject(subject: object) -> str:
     """Return ``subject`` if it is a valid concrete subject (no wildcards), else raise."""
-    if type(subject) is str and len(subject) <= MAX_SUBJECT_LENGTH and _SUBJECT.fullmatch(subject):
-        return subject
-    if not isinstance(subject, str):
-        raise InvalidSubject(subject, f"a subject is a str, not {type(subject).__name__}")
-    raise InvalidSubject(subject, _explain(subject, wildcards=False))
+    return _validate(subject, _SUBJECT, "subject", wildcards=False)
 
 
 def validate_pattern(pattern: object) -> str:
     """Return ``pattern`` if it is a valid subscription pattern, else raise ``InvalidSubject``."""
-    if type(pattern) is str and len(pattern) <= MAX_SUBJECT_LENGTH and _PATTERN.fullmatch(pattern):
-        return pattern
-    if not isinstance(pattern, str):
-        raise InvalidSubject(pattern, f"a pattern is a str, not {type(pattern).__name__}")
-    raise InvalidSubject(pattern, _explain(pattern, wildcards=True))
+    return _validate(pattern, _PATTERN, "pattern", wildcards=True)
 
 
 def validate_group(group: object) -> str:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Generator
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from meshbus._resource import AsyncResource
 from meshbus.errors import Closed
 from meshbus.message import Message
 from meshbus.transport import TransportSubscription
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["Subscription"]
 
 
-class Subscription:
+class Subscription(AsyncResource):
     """Messages on one subject pattern, for one group or as a broadcast subscriber.
 
     Made by ``Bus.subscribe``. Active once entered (``async with``) or awaited; iterating yields
@@ -69,20 +68,6 @@ class Subscription:
         finally:
             with contextlib.suppress(asyncio.QueueFull):
                 self._merged.put_nowait(None)
-
-    def __await__(self) -> Generator[Any, None, Subscription]:
-        return self.start().__await__()
-
-    async def __aenter__(self) -> Subscription:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __aiter__(self) -> Subscription:
         return self
