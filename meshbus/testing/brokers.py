@@ -119,6 +119,24 @@ class _Child:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signum)
 
+    def wait_stopped(self, timeout: float = 5.0) -> bool:
+        """Wait until every thread of the leader is stopped (SIGSTOP is delivered
+        asynchronously: a thread running on another core goes on for a moment)."""
+        deadline = time.monotonic() + timeout
+        tasks = Path(f"/proc/{self.pid}/task")
+        while time.monotonic() < deadline:
+            try:
+                states = [
+                    (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                    for task in tasks.iterdir()
+                ]
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                return False  # gone, or not a Linux /proc: nothing more to wait for
+            if states and all(state in {"T", "t"} for state in states):
+                return True
+            time.sleep(0.005)
+        return False
+
     def wait_exited(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the leader to exit; True if it did."""
         deadline = time.monotonic() + timeout
@@ -239,8 +257,11 @@ class BrokerProcess:
         self.start()
 
     def pause(self) -> None:
-        """Freeze the broker (SIGSTOP to its process group): it stops answering, sockets stay."""
-        self._running_child().signal_group(signal.SIGSTOP)
+        """Freeze the broker (SIGSTOP to its process group): it stops answering, sockets stay.
+        Returns once the broker's threads are all stopped."""
+        child = self._running_child()
+        child.signal_group(signal.SIGSTOP)
+        child.wait_stopped()
 
     def resume(self) -> None:
         """Unfreeze a paused broker (SIGCONT to its process group)."""
