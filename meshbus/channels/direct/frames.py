@@ -1,0 +1,407 @@
+"""Frames of the direct-channel wire protocol, version 1 (see docs/direct-protocol.md).
+
+Every frame is ``length:u32be | type:u8 | body``. :func:`encode` turns a frame into buffers
+to write (a payload is never copied); :class:`FrameDecoder` turns received bytes back into
+frames, checking each length against its limit before buffering a byte of the body. Anything
+malformed raises ``ProtocolError``, and only that.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from meshbus.errors import ProtocolError
+
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "Accept",
+    "Bye",
+    "Credit",
+    "Frame",
+    "FrameDecoder",
+    "FrameType",
+    "Hello",
+    "Interest",
+    "Ping",
+    "Pong",
+    "Pub",
+    "Refuse",
+    "Reply",
+    "Uninterest",
+    "encode",
+]
+
+MAGIC = b"MBUS"
+VERSION = 1
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024 + 64 * 1024
+
+_HEAD = struct.Struct(">IB")
+_U8 = struct.Struct(">B")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_PUB_HEAD = struct.Struct(">QBH")  # seq, flags, target count (for encoding)
+_REQUEST = 1
+_HAS_KEY = 2
+
+
+class FrameType(IntEnum):
+    """The frame types of protocol version 1."""
+
+    HELLO = 1
+    INTEREST = 2
+    UNINTEREST = 3
+    PUB = 4
+    ACCEPT = 5
+    REFUSE = 6
+    CREDIT = 7
+    PING = 8
+    PONG = 9
+    REPLY = 10
+    BYE = 11
+
+
+@dataclass(frozen=True, slots=True)
+class Interest:
+    """A listener's local group (``group`` set) or broadcast pattern (``group`` None)."""
+
+    id: int
+    pattern: str
+    group: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The first frame each side sends."""
+
+    node: str
+    max_frame: int
+    credit: int
+    interests: tuple[Interest, ...] = ()
+    token: str | None = None
+    version: int = VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Uninterest:
+    """An interest is gone."""
+
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pub:
+    """A message for the listed interests of the receiving peer."""
+
+    seq: int
+    subject: str
+    data: bytes
+    targets: tuple[int, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)
+    key: str | None = None
+    id: str = ""
+    request: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Every PUB up to and including ``seq`` is queued for a subscriber."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """PUB ``seq`` was not taken."""
+
+    seq: int
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """The listener grants ``messages`` more PUBs."""
+
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Are you there?"""
+
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Yes (answers the PING with the same nonce)."""
+
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to request PUB ``seq``."""
+
+    seq: int
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """The sender is draining: nothing new, in-flight frames still complete."""
+
+    reason: str
+
+
+Frame = Hello | Interest | Uninterest | Pub | Accept | Refuse | Credit | Ping | Pong | Reply | Bye
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+
+def _str(value: str, width: struct.Struct, what: str) -> bytes:
+    raw = value.encode()
+    limit = (1 << (8 * width.size)) - 1
+    if len(raw) > limit:
+        raise ProtocolError(f"{what} of {len(raw)} bytes does not fit the frame ({limit} at most)")
+    return width.pack(len(raw)) + raw
+
+
+def _headers(headers: dict[str, str]) -> bytes:
+    parts = [_U16.pack(len(headers))]
+    for name, value in headers.items():
+        parts.append(_str(name, _U16, "header name"))
+        parts.append(_str(value, _U32, "header value"))
+    return b"".join(parts)
+
+
+def _frame(kind: FrameType, body: bytes, payload: bytes = b"") -> list[bytes]:
+    head = _HEAD.pack(1 + len(body) + len(payload), kind)
+    return [head + body, payload] if payload else [head + body]
+
+
+def encode(frame: Frame) -> list[bytes]:
+    """The buffers that carry ``frame`` (write them in order; the payload is not copied)."""
+    if isinstance(frame, Pub):
+        flags = (_REQUEST if frame.request else 0) | (_HAS_KEY if frame.key is not None else 0)
+        body = b"".join(
+            [
+                _PUB_HEAD.pack(frame.seq, flags, len(frame.targets)),
+                b"".join(_U32.pack(target) for target in frame.targets),
+                _str(frame.subject, _U8, "subject"),
+                _str(frame.key or "", _U16, "key"),
+                _str(frame.id, _U8, "message id"),
+                _headers(frame.headers),
+            ]
+        )
+        return _frame(FrameType.PUB, body, frame.data)
+    if isinstance(frame, Accept):
+        return _frame(FrameType.ACCEPT, _U64.pack(frame.seq))
+    if isinstance(frame, Credit):
+        return _frame(FrameType.CREDIT, _U32.pack(frame.messages))
+    if isinstance(frame, Ping):
+        return _frame(FrameType.PING, _U64.pack(frame.nonce))
+    if isinstance(frame, Pong):
+        return _frame(FrameType.PONG, _U64.pack(frame.nonce))
+    if isinstance(frame, Reply):
+        return _frame(FrameType.REPLY, _U64.pack(frame.seq) + _headers(frame.headers), frame.data)
+    if isinstance(frame, Interest):
+        body = _U32.pack(frame.id) + _str(frame.pattern, _U8, "pattern")
+        return _frame(FrameType.INTEREST, body + _str(frame.group or "", _U8, "group"))
+    if isinstance(frame, Uninterest):
+        return _frame(FrameType.UNINTEREST, _U32.pack(frame.id))
+    if isinstance(frame, Refuse):
+        body = _U64.pack(frame.seq) + _U8.pack(frame.code) + _str(frame.reason, _U16, "reason")
+        return _frame(FrameType.REFUSE, body)
+    if isinstance(frame, Bye):
+        return _frame(FrameType.BYE, _str(frame.reason, _U16, "reason"))
+    hello = {
+        "node": frame.node,
+        "max_frame": frame.max_frame,
+        "credit": frame.credit,
+        "interests": [[i.id, i.pattern, i.group] for i in frame.interests],
+    }
+    if frame.token is not None:
+        hello["token"] = frame.token
+    body = MAGIC + _U8.pack(frame.version) + json.dumps(hello, separators=(",", ":")).encode()
+    return _frame(FrameType.HELLO, body)
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads fields off one frame body; any shortfall or bad text is a ProtocolError."""
+
+    __slots__ = ("_at", "_body", "kind")
+
+    def __init__(self, body: memoryview, kind: str) -> None:
+        self._body = body
+        self._at = 0
+        self.kind = kind
+
+    def uint(self, width: struct.Struct) -> int:
+        end = self._at + width.size
+        if end > len(self._body):
+            raise ProtocolError(f"{self.kind} frame is truncated")
+        (value,) = width.unpack_from(self._body, self._at)
+        self._at = end
+        return int(value)
+
+    def raw(self, size: int) -> bytes:
+        end = self._at + size
+        if end > len(self._body):
+            raise ProtocolError(f"{self.kind} frame is truncated")
+        value = bytes(self._body[self._at : end])
+        self._at = end
+        return value
+
+    def text(self, width: struct.Struct) -> str:
+        raw = self.raw(self.uint(width))
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"{self.kind} frame has text that is not UTF-8") from exc
+
+    def headers(self) -> dict[str, str]:
+        return {self.text(_U16): self.text(_U32) for _ in range(self.uint(_U16))}
+
+    def rest(self) -> bytes:
+        value = bytes(self._body[self._at :])
+        self._at = len(self._body)
+        return value
+
+    def end(self) -> None:
+        if self._at != len(self._body):
+            raise ProtocolError(f"{self.kind} frame has {len(self._body) - self._at} extra bytes")
+
+
+def _hello(r: _Reader) -> Hello:
+    if r.raw(4) != MAGIC:
+        raise ProtocolError("not a meshbus peer: the hello has no MBUS magic")
+    version = r.uint(_U8)
+    if version != VERSION:
+        raise ProtocolError(f"peer speaks protocol version {version}; this side speaks {VERSION}")
+    try:
+        doc = json.loads(r.rest())
+        interests = tuple(Interest(int(i), str(p), g) for i, p, g in doc["interests"])
+        hello = Hello(
+            node=doc["node"],
+            max_frame=doc["max_frame"],
+            credit=doc["credit"],
+            interests=interests,
+            token=doc.get("token"),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(f"malformed hello: {exc}") from exc
+    fields_ok = (
+        isinstance(hello.node, str)
+        and type(hello.max_frame) is int
+        and type(hello.credit) is int
+        and hello.max_frame > 0
+        and hello.credit >= 0
+        and (hello.token is None or isinstance(hello.token, str))
+        and all(i.group is None or isinstance(i.group, str) for i in interests)
+    )
+    if not fields_ok:
+        raise ProtocolError("malformed hello: a field has the wrong type or range")
+    return hello
+
+
+def _pub(r: _Reader) -> Pub:
+    seq, flags, count = r.uint(_U64), r.uint(_U8), r.uint(_U16)
+    targets = tuple(r.uint(_U32) for _ in range(count))
+    subject, key, message_id = r.text(_U8), r.text(_U16), r.text(_U8)
+    headers = r.headers()
+    return Pub(
+        seq=seq,
+        subject=subject,
+        data=r.rest(),
+        targets=targets,
+        headers=headers,
+        key=key if flags & _HAS_KEY else None,
+        id=message_id,
+        request=bool(flags & _REQUEST),
+    )
+
+
+def _parse(kind: int, body: memoryview) -> Frame:
+    try:
+        frame_type = FrameType(kind)
+    except ValueError:
+        raise ProtocolError(f"unknown frame type {kind}") from None
+    r = _Reader(body, frame_type.name)
+    frame: Frame
+    if frame_type is FrameType.PUB:
+        return _pub(r)
+    if frame_type is FrameType.REPLY:
+        seq = r.uint(_U64)
+        headers = r.headers()
+        return Reply(seq=seq, headers=headers, data=r.rest())
+    if frame_type is FrameType.HELLO:
+        return _hello(r)
+    if frame_type is FrameType.ACCEPT:
+        frame = Accept(r.uint(_U64))
+    elif frame_type is FrameType.CREDIT:
+        frame = Credit(r.uint(_U32))
+    elif frame_type is FrameType.PING:
+        frame = Ping(r.uint(_U64))
+    elif frame_type is FrameType.PONG:
+        frame = Pong(r.uint(_U64))
+    elif frame_type is FrameType.INTEREST:
+        interest_id, pattern, group = r.uint(_U32), r.text(_U8), r.text(_U8)
+        frame = Interest(interest_id, pattern, group or None)
+    elif frame_type is FrameType.UNINTEREST:
+        frame = Uninterest(r.uint(_U32))
+    elif frame_type is FrameType.REFUSE:
+        frame = Refuse(r.uint(_U64), r.uint(_U8), r.text(_U16))
+    else:
+        frame = Bye(r.text(_U16))
+    r.end()
+    return frame
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed`` received bytes, get whole frames back.
+
+    A length prefix over ``max_frame`` (or of zero) raises ``ProtocolError`` as soon as its
+    five header bytes are in, before any of the body is buffered.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet part of a whole frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add ``data``; return every frame it completes, in order."""
+        buffer = self._buffer
+        buffer += data
+        frames: list[Frame] = []
+        at = 0
+        while len(buffer) - at >= _HEAD.size:
+            length, kind = _HEAD.unpack_from(buffer, at)
+            if length == 0 or length > self.max_frame:
+                raise ProtocolError(
+                    f"frame length {length} is outside 1..{self.max_frame}; closing the connection"
+                )
+            end = at + 4 + length
+            if end > len(buffer):
+                break
+            with memoryview(buffer) as view, view[at + _HEAD.size : end] as body:
+                frames.append(_parse(kind, body))
+            at = end
+        if at:
+            del buffer[:at]
+        return frames

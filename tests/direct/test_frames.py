@@ -1,0 +1,146 @@
+"""The direct-channel frame codec: round trips, chunking, and hostile input."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshbus.channels.direct.frames import (
+    Accept,
+    Bye,
+    Credit,
+    Frame,
+    FrameDecoder,
+    Hello,
+    Interest,
+    Ping,
+    Pong,
+    Pub,
+    Refuse,
+    Reply,
+    Uninterest,
+    encode,
+)
+from meshbus.errors import ProtocolError
+
+text = st.text(max_size=40)
+short_text = st.text(max_size=20).filter(lambda t: len(t.encode()) <= 255)
+headers = st.dictionaries(st.text(min_size=1, max_size=10), text, max_size=4)
+u32 = st.integers(0, 2**32 - 1)
+u64 = st.integers(0, 2**64 - 1)
+
+frames: st.SearchStrategy[Frame] = st.one_of(
+    st.builds(
+        Pub,
+        seq=u64,
+        subject=short_text,
+        data=st.binary(max_size=300),
+        targets=st.lists(u32, max_size=5).map(tuple),
+        headers=headers,
+        key=st.none() | text,
+        id=short_text,
+        request=st.booleans(),
+    ),
+    st.builds(Accept, u64),
+    st.builds(Refuse, u64, st.integers(0, 255), text),
+    st.builds(Credit, u32),
+    st.builds(Ping, u64),
+    st.builds(Pong, u64),
+    st.builds(Reply, u64, st.binary(max_size=300), headers),
+    st.builds(Bye, text),
+    st.builds(Uninterest, u32),
+    st.builds(Interest, u32, short_text.filter(bool), st.none() | short_text.filter(bool)),
+    st.builds(
+        Hello,
+        node=text,
+        max_frame=st.integers(1, 2**40),
+        credit=st.integers(0, 2**31),
+        interests=st.lists(st.builds(Interest, u32, text, st.none() | text), max_size=3).map(tuple),
+        token=st.none() | text,
+    ),
+)
+
+
+def wire(frame: Frame) -> bytes:
+    return b"".join(encode(frame))
+
+
+@given(st.lists(frames, max_size=6))
+def test_frames_round_trip(batch: list[Frame]) -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(b"".join(wire(f) for f in batch)) == batch
+    assert decoder.buffered == 0
+
+
+@given(st.lists(frames, min_size=1, max_size=4), st.data())
+def test_any_chunking_gives_the_same_frames(batch: list[Frame], data: st.DataObject) -> None:
+    stream = b"".join(wire(f) for f in batch)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    decoder = FrameDecoder()
+    got: list[Frame] = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        got.extend(decoder.feed(stream[start:end]))
+    assert got == batch
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_raise_only_protocol_error(junk: bytes) -> None:
+    decoder = FrameDecoder(max_frame=1 << 16)
+    try:
+        decoder.feed(junk)
+    except ProtocolError:
+        pass
+
+
+@given(frames, st.integers(0, 2**31), st.integers(0, 255))
+def test_corrupted_frames_raise_only_protocol_error(frame: Frame, where: int, byte: int) -> None:
+    raw = bytearray(wire(frame))
+    raw[where % len(raw)] = byte
+    try:
+        FrameDecoder(max_frame=1 << 20).feed(bytes(raw))
+    except ProtocolError:
+        pass
+
+
+def test_an_oversized_length_prefix_fails_before_the_body_arrives() -> None:
+    decoder = FrameDecoder(max_frame=1024)
+    with pytest.raises(ProtocolError, match=r"outside 1\.\.1024"):
+        decoder.feed(struct.pack(">IB", 2**31, 4))
+    with pytest.raises(ProtocolError, match="outside"):
+        FrameDecoder().feed(struct.pack(">IB", 0, 4))
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        (struct.pack(">IB", 1, 99), "unknown frame type 99"),
+        (struct.pack(">IB", 3, 5) + b"\0\0", "ACCEPT frame is truncated"),
+        (struct.pack(">IB", 10, 5) + b"\0" * 9, "ACCEPT frame has 1 extra bytes"),
+        (struct.pack(">IB", 9, 1) + b"HTTP/1.1", "no MBUS magic"),
+        (struct.pack(">IB", 6, 1) + b"MBUS\x02", "version 2"),
+        (struct.pack(">IB", 8, 1) + b"MBUS\x01{}", "malformed hello"),
+        (struct.pack(">IB", 5, 11) + b"\x00\x02\xff\xfe", "not UTF-8"),
+    ],
+)
+def test_malformed_frames_say_what_is_wrong(raw: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        FrameDecoder().feed(raw)
+
+
+def test_a_bad_hello_field_type() -> None:
+    body = b'MBUS\x01{"node":"n","max_frame":"big","credit":1,"interests":[]}'
+    with pytest.raises(ProtocolError, match="wrong type"):
+        FrameDecoder().feed(struct.pack(">IB", 1 + len(body), 1) + body)
+
+
+def test_fields_too_long_for_the_wire_raise_at_encoding() -> None:
+    with pytest.raises(ProtocolError, match="subject of 300 bytes"):
+        encode(Pub(seq=1, subject="s" * 300, data=b""))
+
+
+def test_the_payload_is_not_copied() -> None:
+    payload = b"p" * 1000
+    assert encode(Pub(seq=1, subject="a", data=payload))[1] is payload
