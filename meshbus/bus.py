@@ -12,7 +12,7 @@ from typing import Any
 from meshbus import codec
 from meshbus._resource import AsyncResource
 from meshbus.config import BusConfig, parse_url, resolve_config
-from meshbus.errors import Closed, NotStarted, NotSupported, PayloadTooLarge
+from meshbus.errors import Closed, ConfigurationError, NotStarted, NotSupported, PayloadTooLarge
 from meshbus.headers import CONTENT_TYPE, check_user_headers
 from meshbus.message import Message
 from meshbus.registry import TransportRegistry, default_registry
@@ -132,7 +132,8 @@ class Bus(AsyncResource):
                 raise Closed("this bus is closed; make a new one with meshbus.connect()")
             started: list[Transport] = []
             try:
-                for transport in [*self._transports.values(), *filter(None, [self._listener])]:
+                # The listener first: the peers a route names may include this process.
+                for transport in [*filter(None, [self._listener]), *self._transports.values()]:
                     await transport.start()
                     started.append(transport)
             except BaseException:
@@ -320,9 +321,19 @@ class Bus(AsyncResource):
     def _targets(self, pattern: str) -> list[Transport]:
         self._check_open()
         assert self._router is not None
-        targets = self._router.for_pattern(pattern)
+        targets = [
+            t
+            for t in self._router.for_pattern(pattern)
+            if not t.capabilities.subscribe_via_listener
+        ]
         if self._listener is not None:
             targets.append(self._listener)
+        if not targets:
+            raise ConfigurationError(
+                f"subscriptions to {pattern!r} arrive over a direct channel, which delivers to "
+                "the subscriber's listen address: give this bus one (listen='tcp://0.0.0.0:7000' "
+                "or MESHBUS_LISTEN)"
+            )
         return targets
 
     def _track(self, subscription: Subscription, active: bool) -> None:

@@ -50,6 +50,9 @@ class Capabilities:
     """Past messages can be read again from the channel's log."""
     reconnects: bool = False
     """The channel holds connections that it re-establishes after a loss (contract point 11)."""
+    subscribe_via_listener: bool = False
+    """Subscriptions on this channel are served by the bus's listen address, not by the
+    channel itself (the direct channels: peers publish straight to the subscriber)."""
 
 
 class Envelope:

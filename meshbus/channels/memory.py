@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -58,13 +58,17 @@ def _wake_first(waiters: deque[asyncio.Future[None]]) -> None:
 
 
 class _Entry:
-    """A message queued for one group, with its delivery count in that group."""
+    """A message queued for one group, with its delivery count in that group; ``on_take`` (if
+    set) is called when a member first takes it."""
 
-    __slots__ = ("attempt", "envelope")
+    __slots__ = ("attempt", "envelope", "on_take")
 
-    def __init__(self, envelope: Envelope, attempt: int = 0) -> None:
+    def __init__(
+        self, envelope: Envelope, attempt: int = 0, on_take: Callable[[], None] | None = None
+    ) -> None:
         self.envelope = envelope
         self.attempt = attempt
+        self.on_take = on_take
 
 
 def _deliver(envelope: Envelope, attempt: int, settler: Any, token: Any) -> Message:
@@ -99,6 +103,12 @@ class _Hub:
             group = self.groups[(pattern, name)] = _Group(self, pattern, name)
             self.group_index.add(pattern, group)
         return group
+
+    def remove_group(self, pattern: str, name: str) -> None:
+        """Forget a group and whatever it still holds."""
+        group = self.groups.pop((pattern, name), None)
+        if group is not None:
+            self.group_index.remove(pattern, group)
 
     def route(self, envelope: Envelope) -> list[_Broadcast]:
         """Queue ``envelope`` for every group and broadcast subscriber it matches; return the
@@ -242,6 +252,9 @@ class _Member(_Subscriber):
                 if group.queue:
                     entry = group.queue.popleft()
                     entry.attempt += 1
+                    if entry.on_take is not None:
+                        entry.on_take()
+                        entry.on_take = None
                     self.in_flight[id(entry)] = entry
                     if group.queue:
                         _wake_first(group.waiters)

@@ -137,7 +137,10 @@ def contract(
                         pytest.skip(f"the channel does not declare {', '.join(lacking)}")
                     await fn(self, session)
             finally:
-                await session.aclose()
+                try:
+                    await session.aclose()
+                finally:
+                    await harness.aclose()
 
         test.__name__ = fn.__name__
         test.__qualname__ = fn.__qualname__

@@ -1,2 +1,10 @@
-"""The direct channels, ``tcp://`` and ``dns://`` (being built): brokerless peers speaking the
-protocol of docs/direct-protocol.md. So far: the frame codec, :mod:`.frames`."""
+"""The direct channels: brokerless peers speaking the protocol of docs/direct-protocol.md.
+
+``tcp://host:port[,host:port...]`` dials the listed peers (:class:`TcpTransport`);
+``listen="tcp://0.0.0.0:7000"`` serves this process's subscriptions (:class:`DirectListener`).
+"""
+
+from meshbus.channels.direct.dialer import TcpTransport
+from meshbus.channels.direct.listener import DirectListener
+
+__all__ = ["DirectListener", "TcpTransport"]

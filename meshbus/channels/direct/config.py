@@ -1,0 +1,106 @@
+"""Direct-channel URLs: ``tcp://host:port[,host:port...]?option=value``.
+
+Options (URL query, or ``options={"tcp": {...}}`` for those that are not text):
+
+``token``          shared secret every peer's hello must carry
+``heartbeat``      seconds of silence before a PING (a peer silent for three is dead); 5
+``hello_timeout``  seconds a new peer has to say hello; 5
+``credit``         PUBs a listener lets one peer have in flight; 1024
+``max_payload``    largest payload in bytes; 64 MiB
+``buffer``         undelivered messages a local broadcast subscriber may hold; 10000
+``connect_timeout``  seconds ``start()`` waits for a first peer; 10
+``reconnect_min`` / ``reconnect_max``  reconnect backoff bounds in seconds; 0.1 / 5
+``ssl``            an ``ssl.SSLContext`` (options only)
+"""
+
+from __future__ import annotations
+
+import ssl as ssl_module
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from meshbus.channels.direct.connection import ConnectionSettings
+from meshbus.channels.direct.frames import DEFAULT_MAX_FRAME
+from meshbus.config import parse_url
+from meshbus.errors import InvalidURL
+
+__all__ = ["DirectConfig"]
+
+DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
+_FLOATS = ("heartbeat", "hello_timeout", "connect_timeout", "reconnect_min", "reconnect_max")
+_INTS = ("credit", "max_payload", "buffer")
+
+
+@dataclass(frozen=True)
+class DirectConfig:
+    """A parsed direct-channel URL."""
+
+    scheme: str
+    addresses: list[tuple[str, int]]
+    settings: ConnectionSettings
+    max_payload: int
+    buffer: int
+    connect_timeout: float
+    reconnect_min: float
+    reconnect_max: float
+    ssl: ssl_module.SSLContext | None
+
+    @classmethod
+    def from_url(
+        cls, url: str, options: Mapping[str, Any] | None, *, listening: bool = False
+    ) -> DirectConfig:
+        """Parse and check ``url`` plus ``options``."""
+        parts = parse_url(url)
+        addresses = [_address(url, item) for item in parts.netloc.split(",") if item.strip()]
+        if not addresses:
+            raise InvalidURL(url, "expected host:port, e.g. tcp://pricing:7000")
+        if listening and len(addresses) != 1:
+            raise InvalidURL(url, "a listen address names one host:port")
+        values: dict[str, Any] = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        values.update(options or {})
+        context = values.pop("ssl", None)
+        if context is not None and not isinstance(context, ssl_module.SSLContext):
+            raise InvalidURL(url, "the ssl option must be an ssl.SSLContext (pass it in options=)")
+        token = values.pop("token", None)
+        numbers: dict[str, float] = {}
+        try:
+            for name in _FLOATS:
+                if name in values:
+                    numbers[name] = float(values.pop(name))
+            for name in _INTS:
+                if name in values:
+                    numbers[name] = int(values.pop(name))
+        except (TypeError, ValueError) as exc:
+            raise InvalidURL(url, f"a numeric option is not a number: {exc}") from exc
+        if values:
+            raise InvalidURL(url, f"unknown {parts.scheme}:// options: {', '.join(sorted(values))}")
+        if any(value <= 0 for value in numbers.values()):
+            raise InvalidURL(url, "numeric options must be greater than zero")
+        max_payload = int(numbers.get("max_payload", DEFAULT_MAX_PAYLOAD))
+        settings = ConnectionSettings(
+            token=None if token is None else str(token),
+            heartbeat=numbers.get("heartbeat", 5.0),
+            hello_timeout=numbers.get("hello_timeout", 5.0),
+            max_frame=max(DEFAULT_MAX_FRAME, max_payload + 256 * 1024),
+            credit=int(numbers.get("credit", 1024)),
+        )
+        return cls(
+            scheme=parts.scheme,
+            addresses=addresses,
+            settings=settings,
+            max_payload=max_payload,
+            buffer=int(numbers.get("buffer", 10_000)),
+            connect_timeout=numbers.get("connect_timeout", 10.0),
+            reconnect_min=numbers.get("reconnect_min", 0.1),
+            reconnect_max=numbers.get("reconnect_max", 5.0),
+            ssl=context,
+        )
+
+
+def _address(url: str, item: str) -> tuple[str, int]:
+    host, sep, port = item.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise InvalidURL(url, f"{item!r} is not host:port")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,316 @@
+"""The listening side of the direct channels (``listen="tcp://0.0.0.0:7000"``).
+
+It serves this process's subscriptions: each local group and each broadcast pattern is an
+*interest*, announced to every connected peer (and kept current); PUBs that peers send for
+those interests are queued into a private in-process hub, which gives the memory channel's
+semantics locally (one member per group, every broadcast subscriber, nack and redelivery among
+local members). A PUB is ACCEPTed once queued; credit goes back to its sender as local
+subscribers take messages, so a slow consumer slows its publishers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from meshbus.channels.direct.config import DirectConfig
+from meshbus.channels.direct.connection import Connection
+from meshbus.channels.direct.frames import (
+    Accept,
+    Bye,
+    Credit,
+    Frame,
+    Hello,
+    Interest,
+    Pub,
+    Refuse,
+    Reply,
+    Uninterest,
+)
+from meshbus.channels.memory import _Broadcast, _Entry, _Hub, _Member
+from meshbus.errors import ConnectFailed, ConnectionLost, NotSupported, ProtocolError
+from meshbus.headers import CORRELATION_ID, REPLY_TO
+from meshbus.message import Message
+from meshbus.transport import Capabilities, Envelope
+
+__all__ = ["DirectListener"]
+
+log = logging.getLogger("meshbus.direct")
+
+REFUSE_NO_SUBSCRIBER = 1
+REFUSE_CLOSING = 2
+
+
+class _Served:
+    """One inbound connection and what it is owed."""
+
+    def __init__(self, conn: Connection, credit: int) -> None:
+        self.conn = conn
+        self.queue: asyncio.Queue[Pub] = asyncio.Queue()
+        self.owed = 0  # credit earned back, not sent yet
+        self.batch = max(1, credit // 4)
+        self.replies: set[str] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def taken(self) -> None:
+        self.owed += 1
+        if self.owed >= self.batch and not self.conn.closed.is_set():
+            with contextlib.suppress(ConnectionLost):
+                self.conn.send(Credit(self.owed))
+            self.owed = 0
+
+
+class _LocalSubscription:
+    """A local subscription whose close also withdraws its interest."""
+
+    def __init__(self, listener: DirectListener, key: tuple[str, str | None], sub: Any) -> None:
+        self._listener = listener
+        self._key = key
+        self._sub: _Member | _Broadcast = sub
+
+    def __aiter__(self) -> _LocalSubscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        return await self._sub.__anext__()
+
+    async def close(self, timeout: float) -> None:
+        if self._sub.closing:
+            return
+        await self._sub.close(timeout)
+        await self._listener._release(self._key)
+
+
+class DirectListener:
+    """Serves this process's subscriptions to direct peers (see the module docstring)."""
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        self.config = DirectConfig.from_url(url, options, listening=True)
+        self.capabilities = Capabilities(
+            max_payload=self.config.max_payload, ordered_by_key=True, no_responders=True
+        )
+        self._hub = _Hub(f"listener:{url}")
+        self._node = f"{os.uname().nodename}-{os.getpid()}-{id(self):x}"
+        self._interests: dict[tuple[str, str | None], list[int]] = {}  # key -> [id, refs]
+        self._by_id: dict[int, tuple[str, str | None]] = {}
+        self._ids = itertools.count(1)
+        self._served: set[_Served] = set()
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on (useful with port 0)."""
+        assert self._server is not None
+        assert self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def _hello(self) -> Hello:
+        interests = tuple(Interest(i, p, g) for (p, g), (i, _) in self._interests.items())
+        return Hello(
+            node=self._node,
+            max_frame=self.config.settings.max_frame,
+            credit=self.config.settings.credit,
+            interests=interests,
+            token=self.config.settings.token,
+        )
+
+    async def start(self) -> None:
+        (host, port), *_ = self.config.addresses
+        try:
+            self._server = await asyncio.start_server(
+                self._on_client, host, port, ssl=self.config.ssl, limit=1 << 20
+            )
+        except OSError as exc:
+            raise ConnectFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._handlers.discard(handler)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            conn = await Connection.establish(reader, writer, self.config.settings, self._hello())
+        except (ProtocolError, ConnectionError, OSError) as exc:
+            log.warning("refused direct peer %s: %s", peer, exc)
+            return
+        if self._closing:
+            await conn.close("listener is closing")
+            return
+        served = _Served(conn, self.config.settings.credit)
+        self._served.add(served)
+        served.task = asyncio.create_task(self._deliver(served))
+        conn.start(lambda frame: self._on_frame(served, frame))
+        await conn.closed.wait()
+        served.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await served.task
+        for token in served.replies:
+            self._hub.pending.pop(token, None)
+        self._served.discard(served)
+
+    def _on_frame(self, served: _Served, frame: Frame) -> None:
+        if isinstance(frame, Pub):
+            served.queue.put_nowait(frame)
+        elif not isinstance(frame, Bye):
+            log.debug("ignoring %s from a publisher", type(frame).__name__)
+
+    async def _deliver(self, served: _Served) -> None:
+        """Queue each PUB for its interests, in arrival order; ACCEPT in batches."""
+        conn = served.conn
+        last_accept = 0
+        while True:
+            pub = await served.queue.get()
+            if self._closing:
+                conn.send(Refuse(pub.seq, REFUSE_CLOSING, "listener is closing"))
+                continue
+            if not await self._queue_locally(served, pub):
+                conn.send(Refuse(pub.seq, REFUSE_NO_SUBSCRIBER, "no subscriber for it here"))
+                served.taken()
+            elif served.queue.empty() or pub.seq - last_accept >= 64:
+                conn.send(Accept(pub.seq))
+                last_accept = pub.seq
+            await conn.drain()
+
+    async def _queue_locally(self, served: _Served, pub: Pub) -> bool:
+        headers = pub.headers
+        if pub.request:
+            token = f"{id(served):x}.{pub.seq}"
+            headers[REPLY_TO] = token
+            headers.setdefault(CORRELATION_ID, pub.id)
+            self._expect_reply(served, token, pub.seq)
+        envelope = Envelope(pub.subject, pub.data, headers, pub.key, pub.id)
+        groups: list[tuple[str, str]] = []
+        patterns: list[str] = []
+        for target in pub.targets:
+            key = self._by_id.get(target)
+            if key is None:
+                continue
+            pattern, group = key
+            if group is None:
+                patterns.append(pattern)
+            else:
+                groups.append((pattern, group))
+        if not groups and not patterns:
+            return False
+        remaining = [len(groups)]  # credit returns when every group's copy is taken
+
+        def one_taken() -> None:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                served.taken()
+
+        for group_key in groups:
+            self._hub.groups[group_key].put(_Entry(envelope, on_take=one_taken))
+        if patterns:
+            for sub in self._hub.broadcast.lookup(pub.subject):
+                if sub.pattern in patterns:
+                    await sub.put(envelope)
+            if not groups:
+                served.taken()
+        return True
+
+    def _expect_reply(self, served: _Served, token: str, seq: int) -> None:
+        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._hub.pending[token] = future
+        served.replies.add(token)
+
+        def send(done: asyncio.Future[Envelope]) -> None:
+            self._hub.pending.pop(token, None)
+            served.replies.discard(token)
+            if done.cancelled() or served.conn.closed.is_set():
+                return
+            reply = done.result()
+            with contextlib.suppress(ConnectionLost):
+                served.conn.send(Reply(seq, reply.data, reply.headers))
+
+        future.add_done_callback(send)
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    async def subscribe(self, pattern: str, group: str | None, prefetch: int) -> _LocalSubscription:
+        hub = self._hub
+        sub: _Member | _Broadcast
+        if group is None:
+            sub = _Broadcast(hub, pattern, self.config.max_payload, prefetch, self.config.buffer)
+            hub.broadcast.add(pattern, sub)
+        else:
+            sub = _Member(hub.group(pattern, group), self.config.max_payload, prefetch)
+        key = (pattern, group)
+        entry = self._interests.get(key)
+        if entry is None:
+            interest_id = next(self._ids)
+            self._interests[key] = [interest_id, 1]
+            self._by_id[interest_id] = key
+            await self._announce(Interest(interest_id, pattern, group))
+        else:
+            entry[1] += 1
+        return _LocalSubscription(self, key, sub)
+
+    async def _release(self, key: tuple[str, str | None]) -> None:
+        entry = self._interests.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._interests[key]
+            del self._by_id[entry[0]]
+            if key[1] is not None:
+                self._hub.remove_group(key[0], key[1])
+            await self._announce(Uninterest(entry[0]))
+
+    async def _announce(self, frame: Interest | Uninterest) -> None:
+        """Tell every peer, and return once each has processed it (so a subscription is
+        active, or gone, everywhere before the call returns)."""
+        live = [s.conn for s in self._served if not s.conn.closed.is_set()]
+        for conn in live:
+            with contextlib.suppress(ConnectionLost):
+                conn.send(frame)
+        results = await asyncio.gather(
+            *(conn.barrier(self.config.settings.hello_timeout) for conn in live),
+            return_exceptions=True,
+        )
+        for conn, result in zip(live, results, strict=True):
+            if isinstance(result, BaseException) and not conn.closed.is_set():
+                log.warning("peer %s did not confirm an interest change: %r", conn.name, result)
+
+    # -- what a listener does not do -----------------------------------------------------------
+
+    async def publish(self, envelope: Envelope, timeout: float | None) -> None:
+        raise NotSupported("a listen address does not publish; publish through a tcp:// route")
+
+    async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
+        raise NotSupported("a listen address does not publish; publish through a tcp:// route")
+
+    async def request(self, envelope: Envelope, timeout: float) -> Message:
+        raise NotSupported("a listen address does not send requests")
+
+    async def declare_group(self, pattern: str, group: str) -> None:
+        raise NotSupported("direct channels are not durable: a group exists while a member does")
+
+    async def close(self, timeout: float) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for served in list(self._served):
+            await served.conn.close("listener closed")
+        for handler in list(self._handlers):
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()

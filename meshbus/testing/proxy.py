@@ -1,0 +1,93 @@
+"""A loopback TCP proxy for testing reconnection: cut every connection, or refuse new ones for
+a while, without touching the server behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from meshbus._resource import AsyncResource
+
+__all__ = ["TcpProxy"]
+
+
+class TcpProxy(AsyncResource):
+    """Forwards ``127.0.0.1:port`` to ``target_host:target_port``.
+
+    ``cut()`` closes every proxied connection; ``block()`` also stops listening until
+    ``unblock()`` listens again on the same port.
+    """
+
+    def __init__(self, target_host: str, target_port: int, *, port: int = 0) -> None:
+        self.target = (target_host, target_port)
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> TcpProxy:
+        """Listen (again, on the same port once one was chosen)."""
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+            self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        try:
+            await self._forward(reader, writer)
+        finally:
+            self._handlers.discard(handler)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        pipes = [
+            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(self._pipe(up_reader, writer)),
+        ]
+        self._pipes.update(pipes)
+        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        for task in pipes:
+            task.cancel()
+        for each in (writer, up_writer):
+            each.close()
+            self._writers.discard(each)
+        self._pipes.difference_update(pipes)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+                await writer.drain()
+
+    def cut(self) -> None:
+        """Close every proxied connection now (both sides see the connection drop)."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def block(self) -> None:
+        """Cut every connection and refuse new ones until ``unblock()``."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self.cut()
+
+    async def unblock(self) -> None:
+        """Accept connections again, on the same port."""
+        await self.start()
+
+    async def close(self) -> None:
+        """Stop for good (idempotent)."""
+        await self.block()
+        for task in [*self._pipes, *self._handlers]:
+            task.cancel()
+        await asyncio.gather(*self._pipes, *self._handlers, return_exceptions=True)
