@@ -129,6 +129,7 @@ def parse_response(data: bytes) -> Response:
     Only the header, the (single) question and the answer section are read. A truncated
     response (TC set) is returned without its answers: they may be cut anywhere.
     """
+    data = bytes(data)
     if len(data) < _HEADER.size:
         raise ProtocolError(f"DNS message of {len(data)} bytes is shorter than its header")
     ident, flags, qdcount, ancount, _nscount, _arcount = _HEADER.unpack_from(data)
