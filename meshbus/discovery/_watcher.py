@@ -179,8 +179,11 @@ class Watcher(AsyncResource):
         loop = asyncio.get_running_loop()
         while True:
             delay = self.interval * random.uniform(1 - self.jitter, 1 + self.jitter)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the event is set, and close() would wait for a task that never ends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             if self._wake.is_set():
                 await asyncio.sleep(self._last_lookup + self.min_refresh_interval - loop.time())
             self._wake.clear()

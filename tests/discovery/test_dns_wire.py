@@ -15,6 +15,7 @@ from meshbus.discovery import (
     DnsSource,
     Nameserver,
     StaticSource,
+    Watcher,
     nameservers_from_resolv_conf,
     sort_addresses,
     source_from_spec,
@@ -129,3 +130,10 @@ def test_source_specs() -> None:
         source_from_spec("pricing:7000")
     with pytest.raises(errors.ConfigurationError):
         DnsSource("pricing", swarm_tasks="yes")  # type: ignore[arg-type]
+
+
+def test_watcher_rejects_bad_options() -> None:
+    with pytest.raises(errors.ConfigurationError):
+        Watcher(StaticSource([]), jitter=1.5)
+    with pytest.raises(errors.ConfigurationError):
+        Watcher(StaticSource([]), absent_threshold=0)
