@@ -29,7 +29,11 @@
     │   ├── ConnectionLost                   a live connection went away
     │   ├── PublishRejected                  the broker or peer refused the message
     │   └── ProtocolError                    malformed frames or files, a wrong version
-    └── AuthenticationFailed (PermissionError) bad credentials or token
+    ├── AuthenticationFailed (PermissionError) bad credentials or token
+    └── DiscoveryError                        resolving a service name (``meshbus.discovery``)
+        ├── NameNotFound (LookupError)       a definite answer: the name has no addresses
+        └── LookupFailed                     no usable answer: SERVFAIL, refused, malformed
+            └── LookupTimeout (MeshbusTimeout) the nameserver did not answer in time
 
 Adapters map their client library's exceptions onto this tree in one place each, most specific
 class first, and keep the original exception as ``__cause__``.
@@ -47,13 +51,17 @@ __all__ = [
     "ConnectFailed",
     "ConnectionLost",
     "DecodeError",
+    "DiscoveryError",
     "EncodeError",
     "InvalidHeader",
     "InvalidRoutes",
     "InvalidSubject",
     "InvalidURL",
+    "LookupFailed",
+    "LookupTimeout",
     "MeshbusError",
     "MeshbusTimeout",
+    "NameNotFound",
     "NoResponders",
     "NotARequest",
     "NotStarted",
@@ -226,3 +234,38 @@ class ProtocolError(TransportError):
 
 class AuthenticationFailed(MeshbusError, PermissionError):
     """Credentials or the shared token were refused."""
+
+
+class DiscoveryError(MeshbusError):
+    """Resolving or watching a service name failed (``meshbus.discovery``)."""
+
+
+class NameNotFound(DiscoveryError, LookupError):
+    """A definite answer that a name has no addresses: NXDOMAIN, or no A/AAAA records.
+
+    ``nxdomain`` tells the two apart (``True``: the name does not exist at all).
+    """
+
+    def __init__(self, name: str, nxdomain: bool) -> None:
+        self.name = name
+        self.nxdomain = nxdomain
+        what = "does not exist (NXDOMAIN)" if nxdomain else "has no address records"
+        super().__init__(f"{name!r} {what}")
+
+
+class LookupFailed(DiscoveryError):
+    """No usable answer: SERVFAIL, REFUSED, a malformed or truncated reply, or no reply.
+
+    Unlike :class:`NameNotFound` this says nothing about whether the name exists; a watcher
+    keeps its last good set. ``rcode`` is the DNS response code where one came back.
+    """
+
+    def __init__(self, name: str, reason: str, rcode: int | None = None) -> None:
+        self.name = name
+        self.reason = reason
+        self.rcode = rcode
+        super().__init__(f"looking up {name!r} failed: {reason}")
+
+
+class LookupTimeout(LookupFailed, MeshbusTimeout):
+    """The nameserver did not answer (with a matching reply) within the timeout."""
