@@ -78,7 +78,7 @@ class Layout:
 
     def check(self, url: str) -> None:
         """Create the tree where needed and check that the directory is usable: present,
-        writable, one filesystem (hard links and renames work), a layout version we know."""
+        writable, with a layout version we know."""
         root = self.root
         if not os.path.isdir(root):
             what = "does not exist" if not os.path.exists(root) else "is not a directory"
@@ -89,11 +89,18 @@ class Layout:
         try:
             for name in FOLDERS:
                 os.makedirs(os.path.join(root, name), exist_ok=True)
-            probe = os.path.join(self.tmp, f"probe.{self.id}.{uuid.uuid4().hex}")
+        except OSError as exc:
+            raise InvalidURL(url, f"the channel directory {root} is not writable: {exc}") from exc
+
+    def check_links(self, url: str) -> None:
+        """Check that a file in tmp/ can be hard-linked into groups/ (same filesystem).
+        Call once this process's heartbeat exists, so no janitor takes the probe for litter."""
+        probe = os.path.join(self.tmp, f"probe.{self.id}.{uuid.uuid4().hex}")
+        try:
             with open(probe, "wb"):
                 pass
         except OSError as exc:
-            raise InvalidURL(url, f"the channel directory {root} is not writable: {exc}") from exc
+            raise InvalidURL(url, f"cannot write in {self.tmp}: {exc}") from exc
         try:
             target = os.path.join(self.groups, "." + os.path.basename(probe))
             try:
@@ -106,7 +113,7 @@ class Layout:
                         "the channel needs atomic links and renames between them: mount the "
                         "whole directory as one volume",
                     ) from exc
-                raise InvalidURL(url, f"hard links do not work in {root}: {exc}") from exc
+                raise InvalidURL(url, f"hard links do not work in {self.root}: {exc}") from exc
             os.unlink(target)
         finally:
             with contextlib.suppress(OSError):

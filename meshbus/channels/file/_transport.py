@@ -73,6 +73,18 @@ class FileTransport:
     async def start(self) -> None:
         """Check the directory (``InvalidURL`` / ``ProtocolError`` if unusable) and join it."""
         self.layout.check(self.url)
+        self.janitor.beat()
+        try:
+            self._join()
+        except BaseException:
+            self.notifier.close()
+            self.janitor.remove_heartbeat()
+            raise
+        self._janitor_task = asyncio.create_task(self._keep_up())
+        self._state = 1
+
+    def _join(self) -> None:
+        self.layout.check_links(self.url)
         options = self.options
         use_inotify = False
         if options.notify != "poll":
@@ -85,11 +97,8 @@ class FileTransport:
         self.notify_mode = "inotify" if use_inotify else "poll"
         rescan = options.rescan if use_inotify else options.poll_interval
         self.notifier = Notifier(use_inotify, rescan)
-        self.janitor.beat()
         self.notifier.start()
         self.janitor.sweep()
-        self._janitor_task = asyncio.create_task(self._keep_up())
-        self._state = 1
 
     async def _keep_up(self) -> None:
         interval = self.options.lease / 3
