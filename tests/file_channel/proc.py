@@ -73,6 +73,10 @@ async def big_writer(url: str, subject: str, size: int, slow: bool) -> None:
 
 async def perm_reader(url: str, subject: str, group: str, out: str, count: int) -> None:
     if os.geteuid() == 0:
+        # Import what the channel needs first: the standard library may live under /root.
+        import meshbus.channels.file
+
+        meshbus.connect(url)  # loads the entry point; not started
         os.setgid(65534)
         os.setuid(65534)
     async with meshbus.connect(url) as bus, bus.subscribe(subject, group=group) as sub:

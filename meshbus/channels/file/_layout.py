@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 import uuid
 from dataclasses import dataclass
@@ -80,9 +81,13 @@ class Layout:
         """Create the tree where needed and check that the directory is usable: present,
         writable, with a layout version we know."""
         root = self.root
-        if not os.path.isdir(root):
-            what = "does not exist" if not os.path.exists(root) else "is not a directory"
-            raise InvalidURL(url, f"the channel directory {root} {what}")
+        try:
+            if not stat.S_ISDIR(os.stat(root).st_mode):
+                raise InvalidURL(url, f"the channel directory {root} is not a directory")
+        except FileNotFoundError as exc:
+            raise InvalidURL(url, f"the channel directory {root} does not exist") from exc
+        except PermissionError as exc:
+            raise InvalidURL(url, f"the channel directory {root} cannot be reached: {exc}") from exc
         if os.statvfs(root).f_flag & os.ST_RDONLY:
             raise InvalidURL(url, f"the channel directory {root} is on a read-only filesystem")
         self._check_version(url)
