@@ -46,6 +46,8 @@ def translate(exc: BaseException, op: str, subject: str = "", timeout: float = 0
         return PayloadTooLarge(0, 0, subject)
     if isinstance(exc, nats.errors.AuthorizationError):
         return AuthenticationFailed(f"the NATS server refused the credentials: {exc}")
+    if op == "connect":
+        return ConnectFailed(f"cannot connect to NATS at {subject or '?'}")
     if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError | TimeoutError):
         if op == "request":
             return RequestTimeout(subject, timeout)
@@ -55,8 +57,6 @@ def translate(exc: BaseException, op: str, subject: str = "", timeout: float = 0
     if isinstance(exc, nats.errors.OutboundBufferLimitError):
         return ConnectionLost(f"NATS is reconnecting and its outgoing buffer is full ({op})")
     if isinstance(exc, nats.errors.NoServersError | OSError):
-        if op == "connect":
-            return ConnectFailed(f"cannot connect to NATS: {exc}")
         return ConnectionLost(f"the NATS connection failed during {op}{where}: {exc}")
     if isinstance(exc, nats.errors.ProtocolError):
         return ProtocolError(f"NATS protocol error during {op}{where}: {exc}")

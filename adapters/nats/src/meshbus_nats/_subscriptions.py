@@ -84,7 +84,7 @@ class _Inbox:
         for sub in self.subs:
             with contextlib.suppress(*_NATS_ERRORS):
                 if drain and nc.is_connected:
-                    await sub.drain()
+                    await sub.drain()  # type: ignore[no-untyped-call]
                 else:
                     await sub.unsubscribe()
         self.subs.clear()
@@ -100,7 +100,7 @@ class _Inbox:
                 key=headers.get(KEY),
                 id=headers.get(MESSAGE_ID, ""),
                 reply_to=msg.reply or None,
-                settler=self,  # type: ignore[arg-type]
+                settler=self,
             )
         )
 
@@ -153,7 +153,7 @@ class Broadcast(_Inbox):
                 headers,
                 key=headers.get(KEY),
                 id=headers.get(MESSAGE_ID, ""),
-                settler=self,  # type: ignore[arg-type]
+                settler=self,
             )
         )
         if len(self.queue) >= self.capacity and not self.closing:
@@ -223,7 +223,7 @@ class Member(_Inbox):
             key=headers.get(KEY),
             id=headers.get(MESSAGE_ID, ""),
             attempt=attempt,
-            settler=self,  # type: ignore[arg-type]
+            settler=self,
             token=msg,
         )
         if 0 < self.max_deliver < attempt:
@@ -315,4 +315,3 @@ class Member(_Inbox):
             with contextlib.suppress(*_NATS_ERRORS):
                 await token.nak()
         self.transport.forget(self)
-

@@ -111,6 +111,7 @@ class NatsTransport:
         self._groups: dict[tuple[str, str], int] = {}
         self._subs: set[Broadcast | Member] = set()
         self._restore: asyncio.Task[None] | None = None
+        self._last_error: Exception | None = None
         self._closed = False
 
     # -- connection ------------------------------------------------------------------------
@@ -128,9 +129,10 @@ class NatsTransport:
         nc = Client()
         kwargs: dict[str, Any] = {
             "servers": opts.servers,
-            # Fail fast on the first connect; reconnecting is switched on once connected.
+            # Fail fast on the first connect (nats-py tries each server twice, then gives up);
+            # reconnecting forever is switched on once connected.
             "allow_reconnect": False,
-            "max_reconnect_attempts": -1,
+            "max_reconnect_attempts": 1,
             "reconnect_time_wait": opts.reconnect_wait,
             "connect_timeout": opts.connect_timeout,
             "error_cb": self._on_error,
@@ -145,8 +147,11 @@ class NatsTransport:
         except _NATS_ERRORS as exc:
             with contextlib.suppress(*_NATS_ERRORS):
                 await nc.close()
-            raise translate(exc, "connect", timeout=opts.connect_timeout) from exc
+            cause = self._last_error or exc
+            servers = ", ".join(opts.servers)
+            raise translate(cause, "connect", f"{servers}: {cause}") from cause
         nc.options["allow_reconnect"] = True
+        nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
         self._js = nc.jetstream()
         self._acks = _Acks(nc)
@@ -156,6 +161,7 @@ class NatsTransport:
         self._up.set()
 
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
         log.debug("nats: %r", exc)
 
     async def _on_disconnected(self) -> None:
@@ -285,9 +291,9 @@ class NatsTransport:
                     acks.pending.pop(token, None)
                     future.cancel()
                     failed.append(item)
-                elif (exc := future.exception()) is not None:
-                    if not isinstance(exc, _NoStream):
-                        raise translate(exc, "publish", item[0]) from exc
+                elif (error := future.exception()) is not None:
+                    if not isinstance(error, _NoStream):
+                        raise translate(error, "publish", item[0]) from error
                     failed.append(item)
             if not failed:
                 return
