@@ -17,6 +17,7 @@ from meshbus.transport import Envelope
 from meshbus_nats import NatsTransport, consumer_name
 from meshbus_nats._transport import HEADROOM
 
+
 def names() -> tuple[str, str]:
     """A subject space and a group unique to the test."""
     tag = uuid.uuid4().hex[:10]
@@ -90,24 +91,24 @@ async def test_streams_and_consumers_are_named_by_space_and_group(nats_server: N
 async def test_max_deliver_dead_letters_a_poison_message(nats_server: NatsServer) -> None:
     space, group = names()
     subject = f"{space}.job"
-    async with meshbus.connect(nats_server.url + "?max_deliver=2") as bus:
-        async with (
-            bus.subscribe(dead_letter_subject(group), group=f"{group}-ops") as dead,
-            bus.subscribe(subject, group=group) as sub,
-        ):
-            await bus.publish(subject, b"poison")
-            for attempt in (1, 2):
-                msg = await asyncio.wait_for(sub.__anext__(), 10)
-                assert msg.attempt == attempt
-                await msg.nack()
-            corpse = await asyncio.wait_for(dead.__anext__(), 10)
-            await corpse.ack()
-            assert corpse.data == b"poison"
-            assert corpse.headers[ATTEMPT] == "2"
-            assert corpse.headers[DEAD_GROUP] == group
-            assert "max_deliver" in corpse.headers[DEAD_REASON]
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(sub.__anext__(), 0.5)
+    async with (
+        meshbus.connect(nats_server.url + "?max_deliver=2") as bus,
+        bus.subscribe(dead_letter_subject(group), group=f"{group}-ops") as dead,
+        bus.subscribe(subject, group=group) as sub,
+    ):
+        await bus.publish(subject, b"poison")
+        for attempt in (1, 2):
+            msg = await asyncio.wait_for(sub.__anext__(), 10)
+            assert msg.attempt == attempt
+            await msg.nack()
+        corpse = await asyncio.wait_for(dead.__anext__(), 10)
+        await corpse.ack()
+        assert corpse.data == b"poison"
+        assert corpse.headers[ATTEMPT] == "2"
+        assert corpse.headers[DEAD_GROUP] == group
+        assert "max_deliver" in corpse.headers[DEAD_REASON]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(sub.__anext__(), 0.5)
 
 
 @pytest.mark.asyncio
