@@ -79,6 +79,12 @@ class _Inbox:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
+    async def _confirm(self) -> None:
+        """Round trip to the server so that the subscriptions are active when this returns."""
+        nc = self.transport.client
+        if nc.is_connected:
+            await nc.flush()
+
     async def _unsubscribe(self, drain: bool) -> None:
         nc = self.transport.client
         for sub in self.subs:
@@ -139,6 +145,7 @@ class Broadcast(_Inbox):
         try:
             self.subs.append(await nc.subscribe(self.pattern, cb=self._on_message))
             self.subs.append(await nc.subscribe(f"{rpc}.{self.pattern}", cb=self._on_request))
+            await self._confirm()
         except _NATS_ERRORS as exc:
             await self._unsubscribe(False)
             raise translate(exc, "subscribe", self.pattern) from exc
@@ -204,6 +211,7 @@ class Member(_Inbox):
                     f"{rpc}.{consumer.pattern}", queue=self.group, cb=self._on_request
                 )
             )
+            await self._confirm()
         except _NATS_ERRORS as exc:
             await self._unsubscribe(False)
             raise translate(exc, "subscribe", consumer.pattern) from exc

@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from time import monotonic
 from typing import Any
 
 import nats
@@ -211,7 +212,7 @@ class NatsTransport:
     async def _stream_for(self, subject: str, timeout: float | None) -> str:
         """The stream capturing ``subject`` ("" for none), cached."""
         found = self._covered.get(subject)
-        if found is not None and found[1] > asyncio.get_running_loop().time():
+        if found is not None and found[1] > monotonic():
             return found[0]
         await self._wait_up(timeout, subject)
         assert self._js is not None
@@ -223,7 +224,7 @@ class NatsTransport:
         if len(self._covered) > 4096:
             self._covered.clear()
         ttl = _FOREVER if stream else NOT_COVERED_TTL
-        self._covered[subject] = (stream, asyncio.get_running_loop().time() + ttl)
+        self._covered[subject] = (stream, monotonic() + ttl)
         return stream
 
     async def publish(self, envelope: Envelope, timeout: float | None) -> None:
@@ -231,7 +232,12 @@ class NatsTransport:
         publish otherwise. Waits out a reconnect up to ``timeout``."""
         subject = envelope.subject
         headers = self._headers(envelope)
-        if await self._stream_for(subject, timeout):
+        found = self._covered.get(subject)
+        if found is None or found[1] <= monotonic():
+            stream = await self._stream_for(subject, timeout)
+        else:
+            stream = found[0]
+        if stream:
             headers[NATS_MSG_ID] = envelope.id
             await self._js_publish([(subject, envelope.data, headers)], timeout)
             return
