@@ -1,0 +1,92 @@
+"""Settings of a ``nats://`` channel, from its URL query and the bus's ``options["nats"]``."""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlunsplit
+
+from meshbus.config import parse_url
+from meshbus.errors import InvalidURL
+
+__all__ = ["NatsOptions"]
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class NatsOptions:
+    """What a ``nats://`` channel is configured with (see the README's NATS section)."""
+
+    servers: list[str]
+    """Server URLs handed to nats-py (credentials in them are kept)."""
+    stream_prefix: str = "MB_"
+    """Streams meshbus creates are named ``<stream_prefix><first subject token>``."""
+    request_prefix: str = "_mbrpc"
+    """Requests travel as core NATS messages on ``<request_prefix>.<subject>``."""
+    max_deliver: int = 5
+    """Deliveries of one message to a group before it is dead-lettered (-1: no limit)."""
+    ack_wait: float = 30.0
+    """Seconds a delivered group message may stay unsettled before JetStream redelivers it."""
+    ack_timeout: float = 5.0
+    """Seconds to wait for one JetStream PubAck before publishing again (same Nats-Msg-Id)."""
+    connect_timeout: float = 2.0
+    """Seconds for the first connection; failing it raises ``ConnectFailed``."""
+    reconnect_wait: float = 0.5
+    """Seconds between reconnect attempts."""
+    buffer: int = 10_000
+    """Messages a broadcast subscription buffers before it stops reading (NATS then drops
+    messages for it as a slow consumer)."""
+    tls: ssl.SSLContext | None = None
+    """TLS context (``options={"nats": {"tls": ctx}}``); ``tls://`` URLs work too."""
+    client_options: Mapping[str, Any] = field(default_factory=dict)
+    """Further keyword arguments for ``nats.connect`` (credentials files, tokens, names)."""
+
+    @classmethod
+    def parse(cls, url: str, options: Mapping[str, Any]) -> NatsOptions:
+        """Read ``nats://[user:pass@]host:port[,host:port...]?option=value``."""
+        parts = parse_url(url)
+        if not parts.netloc:
+            raise InvalidURL(url, "nats:// needs a host, e.g. nats://localhost:4222")
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        settings: dict[str, Any] = {**query, **options}
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        auth = f"{userinfo}@" if userinfo else ""
+        servers = [
+            urlunsplit((parts.scheme, f"{auth}{host}", "", "", ""))
+            for host in hosts.split(",")
+            if host
+        ]
+        values: dict[str, Any] = {"servers": servers}
+        try:
+            for name in ("stream_prefix", "request_prefix"):
+                if name in settings:
+                    values[name] = str(settings.pop(name))
+                    if not _NAME.fullmatch(values[name]):
+                        raise ValueError(f"{name} must match [A-Za-z0-9_-]+")
+            for name in ("max_deliver", "buffer"):
+                if name in settings:
+                    values[name] = int(settings.pop(name))
+            for name in ("ack_wait", "ack_timeout", "connect_timeout", "reconnect_wait"):
+                if name in settings:
+                    values[name] = float(settings.pop(name))
+        except (TypeError, ValueError) as exc:
+            raise InvalidURL(url, f"bad nats:// option: {exc}") from exc
+        if "tls" in settings:
+            tls = settings.pop("tls")
+            if not isinstance(tls, ssl.SSLContext):
+                raise InvalidURL(url, "the nats 'tls' option is an ssl.SSLContext")
+            values["tls"] = tls
+        if "client_options" in settings:
+            values["client_options"] = dict(settings.pop("client_options"))
+        if settings:
+            raise InvalidURL(url, f"unknown nats:// options: {', '.join(sorted(settings))}")
+        made = cls(**values)
+        if made.max_deliver == 0 or made.max_deliver < -1 or made.buffer < 1:
+            raise InvalidURL(url, "max_deliver is -1 or at least 1; buffer at least 1")
+        if min(made.ack_wait, made.ack_timeout, made.connect_timeout) <= 0:
+            raise InvalidURL(url, "ack_wait, ack_timeout and connect_timeout must be > 0")
+        return made

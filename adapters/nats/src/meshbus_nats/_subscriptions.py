@@ -1,0 +1,325 @@
+"""Subscriptions of the ``nats://`` channel: broadcast (core NATS) and group members
+(a JetStream durable push consumer, shared through a core queue group).
+
+Both also receive requests, which travel as core NATS messages on ``<request_prefix>.<subject>``
+(group members as a queue group, so one member answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import TYPE_CHECKING
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from meshbus.headers import ATTEMPT, DEAD_GROUP, DEAD_REASON, DEAD_SUBJECT, KEY, MESSAGE_ID
+from meshbus.headers import dead_letter_subject as dead_letter_subject_of
+from meshbus.message import Message
+from meshbus.transport import Envelope
+from meshbus_nats._errors import translate
+from meshbus_nats._streams import Consumer
+
+if TYPE_CHECKING:
+    from meshbus_nats._transport import NatsTransport
+
+__all__ = ["Broadcast", "Member"]
+
+NATS_MSG_ID = "Nats-Msg-Id"
+_NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
+
+
+def _delivered(reply: str) -> int:
+    """The delivery count in a JetStream ack subject (``$JS.ACK.<stream>.<consumer>.<n>...``,
+    or the 12-token form with domain and account hash)."""
+    tokens = reply.split(".")
+    return int(tokens[4] if len(tokens) == 9 else tokens[6])
+
+
+class _Inbox:
+    """Messages delivered to one subscription, waiting for ``__anext__``."""
+
+    def __init__(self, transport: NatsTransport) -> None:
+        self.transport = transport
+        self.max_payload = transport.capabilities.max_payload
+        self.queue: deque[Message] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.closing = False
+        self.subs: list[Subscription] = []
+
+    def __aiter__(self) -> _Inbox:
+        return self
+
+    def push(self, message: Message) -> None:
+        self.queue.append(message)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def __anext__(self) -> Message:
+        while True:
+            if self.closing:
+                raise StopAsyncIteration
+            if self.queue:
+                return self._take(self.queue.popleft())
+            waiter = self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+
+    def _take(self, message: Message) -> Message:
+        return message
+
+    def _stop(self) -> None:
+        self.closing = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def _confirm(self) -> None:
+        """Round trip to the server so that the subscriptions are active when this returns."""
+        nc = self.transport.client
+        if nc.is_connected:
+            await nc.flush()
+
+    async def _unsubscribe(self, drain: bool) -> None:
+        nc = self.transport.client
+        for sub in self.subs:
+            with contextlib.suppress(*_NATS_ERRORS):
+                if drain and nc.is_connected:
+                    await sub.drain()  # type: ignore[no-untyped-call]
+                else:
+                    await sub.unsubscribe()
+        self.subs.clear()
+
+    async def _on_request(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        subject = msg.subject[self.transport.request_skip :]
+        self.push(
+            Message(
+                subject,
+                msg.data,
+                headers,
+                key=headers.get(KEY),
+                id=headers.get(MESSAGE_ID, ""),
+                reply_to=msg.reply or None,
+                settler=self,
+            )
+        )
+
+    # -- settling of broadcast messages and requests: nothing to tell the server --------
+
+    async def ack(self, message: Message) -> None:
+        """Nothing to do: core NATS messages need no acknowledgement."""
+
+    async def nack(self, message: Message, delay: float | None) -> None:
+        """Nothing to do: core NATS keeps nothing to redeliver."""
+
+    async def reject(self, message: Message, reason: str) -> None:
+        """Nothing to do for broadcast messages and requests."""
+
+    async def progress(self, message: Message) -> None:
+        """Nothing to do: no redelivery timer runs."""
+
+    async def respond(self, message: Message, reply: Envelope) -> None:
+        """Send ``reply`` to the requester's inbox."""
+        await self.transport.send_reply(reply)
+
+
+class Broadcast(_Inbox):
+    """A core NATS subscription: every live subscriber gets every message."""
+
+    def __init__(self, transport: NatsTransport, pattern: str) -> None:
+        super().__init__(transport)
+        self.pattern = pattern
+        self.capacity = transport.options.buffer
+        self.space = asyncio.Event()
+        self.space.set()
+
+    async def start(self) -> None:
+        nc = self.transport.client
+        rpc = self.transport.options.request_prefix
+        try:
+            self.subs.append(await nc.subscribe(self.pattern, cb=self._on_message))
+            self.subs.append(await nc.subscribe(f"{rpc}.{self.pattern}", cb=self._on_request))
+            await self._confirm()
+        except _NATS_ERRORS as exc:
+            await self._unsubscribe(False)
+            raise translate(exc, "subscribe", self.pattern) from exc
+
+    async def _on_message(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        headers.pop(NATS_MSG_ID, None)
+        self.push(
+            Message(
+                msg.subject,
+                msg.data,
+                headers,
+                key=headers.get(KEY),
+                id=headers.get(MESSAGE_ID, ""),
+                settler=self,
+            )
+        )
+        if len(self.queue) >= self.capacity and not self.closing:
+            self.space.clear()
+            await self.space.wait()
+
+    def _take(self, message: Message) -> Message:
+        if not self.space.is_set() and len(self.queue) <= self.capacity // 2:
+            self.space.set()
+        return message
+
+    async def close(self, timeout: float) -> None:
+        """Unsubscribe; settling a broadcast message changes nothing, so nothing waits."""
+        if self.closing:
+            return
+        self._stop()
+        self.space.set()
+        self.queue.clear()
+        await self._unsubscribe(False)
+        self.transport.forget(self)
+
+
+class Member(_Inbox):
+    """One member of a group: deliveries of the group's JetStream consumer, settled with
+    +ACK, -NAK (with delay), +TERM after dead-lettering, +WPI for progress."""
+
+    def __init__(self, transport: NatsTransport, consumer: Consumer, group: str) -> None:
+        super().__init__(transport)
+        self.consumer = consumer
+        self.group = group
+        self.dead_subject = dead_letter_subject_of(group)
+        self.max_deliver = transport.options.max_deliver
+        self.in_flight: dict[int, Message] = {}
+        self.drained: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        nc = self.transport.client
+        consumer = self.consumer
+        rpc = self.transport.options.request_prefix
+        try:
+            self.subs.append(
+                await nc.subscribe(
+                    consumer.deliver_subject, queue=consumer.name, cb=self._on_delivery
+                )
+            )
+            self.subs.append(
+                await nc.subscribe(
+                    f"{rpc}.{consumer.pattern}", queue=self.group, cb=self._on_request
+                )
+            )
+            await self._confirm()
+        except _NATS_ERRORS as exc:
+            await self._unsubscribe(False)
+            raise translate(exc, "subscribe", consumer.pattern) from exc
+
+    async def _on_delivery(self, msg: Msg) -> None:
+        if self.closing:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await msg.nak()
+            return
+        headers = msg.headers or {}
+        headers.pop(NATS_MSG_ID, None)
+        attempt = _delivered(msg.reply)
+        message = Message(
+            msg.subject,
+            msg.data,
+            headers,
+            key=headers.get(KEY),
+            id=headers.get(MESSAGE_ID, ""),
+            attempt=attempt,
+            settler=self,
+            token=msg,
+        )
+        if 0 < self.max_deliver < attempt:
+            reason = f"delivered {attempt - 1} times, the group's max_deliver"
+            message.attempt = attempt - 1
+            with contextlib.suppress(Exception):  # left unacked, it comes again
+                await self._dead_letter(message, reason)
+            return
+        self.push(message)
+
+    def _take(self, message: Message) -> Message:
+        if message.token is not None:
+            self.in_flight[id(message.token)] = message
+        return message
+
+    def _settled(self, message: Message) -> Msg | None:
+        token: Msg | None = message.token
+        if token is not None:
+            self.in_flight.pop(id(token), None)
+            if self.drained is not None and not self.in_flight:
+                self.drained.set()
+        return token
+
+    async def ack(self, message: Message) -> None:
+        """+ACK: done with; JetStream will not deliver it to this group again."""
+        token = self._settled(message)
+        if token is not None:
+            try:
+                await token.ack()
+            except _NATS_ERRORS as exc:
+                raise translate(exc, "ack", message.subject) from exc
+
+    async def nack(self, message: Message, delay: float | None) -> None:
+        """-NAK, with JetStream's redelivery delay where given."""
+        token = self._settled(message)
+        if token is not None:
+            try:
+                await token.nak(delay=delay)
+            except _NATS_ERRORS as exc:
+                raise translate(exc, "nack", message.subject) from exc
+
+    async def reject(self, message: Message, reason: str) -> None:
+        """Publish to ``dead-letter.<group>`` (confirmed), then +TERM."""
+        token = self._settled(message)
+        if token is not None:
+            await self._dead_letter(message, reason)
+
+    async def progress(self, message: Message) -> None:
+        """+WPI: restart JetStream's ack_wait timer for this delivery."""
+        token: Msg | None = message.token
+        if token is not None and not message.settled:
+            try:
+                await token.in_progress()
+            except _NATS_ERRORS as exc:
+                raise translate(exc, "progress", message.subject) from exc
+
+    async def _dead_letter(self, message: Message, reason: str) -> None:
+        headers = dict(message.headers)
+        headers[DEAD_SUBJECT] = message.subject
+        headers[DEAD_REASON] = reason
+        headers[DEAD_GROUP] = self.group
+        headers[ATTEMPT] = str(message.attempt)
+        await self.transport.publish_dead_letter(
+            self.dead_subject, message.data, headers, f"{message.id}:dead:{self.group}"
+        )
+        token: Msg = message.token
+        try:
+            await token.term()
+        except _NATS_ERRORS as exc:
+            raise translate(exc, "reject", message.subject) from exc
+
+    async def close(self, timeout: float) -> None:
+        """Stop deliveries, give back what was not handed out, wait up to ``timeout`` for
+        handed-out messages to be settled, then give the rest back (-NAK)."""
+        if self.closing:
+            return
+        self._stop()
+        await self._unsubscribe(True)
+        give_back = [m.token for m in self.queue if m.token is not None]
+        self.queue.clear()
+        if self.in_flight and timeout > 0:
+            self.drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.drained.wait()
+        give_back.extend(m.token for m in self.in_flight.values())
+        self.in_flight.clear()
+        for token in give_back:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await token.nak()
+        self.transport.forget(self)

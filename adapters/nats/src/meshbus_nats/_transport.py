@@ -1,0 +1,414 @@
+"""``nats://`` — the NATS channel: core NATS for broadcast and request/reply, JetStream for
+durable groups (see ``_streams`` for the naming of streams and consumers).
+
+A publish to a subject that a stream captures goes through JetStream and returns on its PubAck;
+core subscribers of the subject see it too, since JetStream stores what is published on core
+NATS. A publish to a subject no stream captures is a core NATS publish: it returns once handed
+to the connection, and nothing keeps it for absent subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from time import monotonic
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from meshbus.errors import Closed, MeshbusError, PayloadTooLarge, PublishTimeout
+from meshbus.headers import KEY, MESSAGE_ID
+from meshbus.message import Message
+from meshbus.transport import Capabilities, Envelope
+from meshbus_nats._errors import translate
+from meshbus_nats._options import NatsOptions
+from meshbus_nats._streams import ensure_consumer, ensure_stream, find_stream
+from meshbus_nats._subscriptions import NATS_MSG_ID, Broadcast, Member
+
+__all__ = ["NatsTransport"]
+
+log = logging.getLogger("meshbus.nats")
+
+HEADROOM = 256
+"""Bytes of the server's max_payload kept for meshbus's own headers (id, Nats-Msg-Id)."""
+DEFAULT_MAX_ACK_PENDING = 256
+NOT_COVERED_TTL = 5.0
+"""Seconds a "no stream captures this subject" answer is trusted before asking again."""
+_NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
+_FOREVER = float("inf")
+
+
+class _NoStream(Exception):
+    """JetStream answered a publish with 503: no stream (yet), e.g. just after a restart."""
+
+
+class _Acks:
+    """Pipelined JetStream publishes: one wildcard inbox, one future per PubAck."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.prefix = nc.new_inbox() + "."
+        self.skip = len(self.prefix)
+        self.pending: dict[str, asyncio.Future[None]] = {}
+        self.count = 0
+
+    async def start(self) -> None:
+        await self.nc.subscribe(self.prefix + "*", cb=self._on_reply)
+
+    async def send(
+        self, subject: str, data: bytes, headers: dict[str, str]
+    ) -> tuple[str, asyncio.Future[None]]:
+        self.count += 1
+        token = f"{self.count:x}"
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending[token] = future
+        await self.nc.publish(subject, data, reply=self.prefix + token, headers=headers)
+        return token, future
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self.pending.pop(msg.subject[self.skip :], None)
+        if future is None or future.done():
+            return
+        data = msg.data
+        if not data:
+            status = (msg.headers or {}).get("Status", "")
+            future.set_exception(_NoStream(status))
+        elif b'"error"' in data:
+            error = json.loads(data)["error"]
+            future.set_exception(nats.js.errors.APIError.from_error(error))
+        else:
+            future.set_result(None)
+
+
+class NatsTransport:
+    """The ``nats://`` channel (see the module docstring and the README's NATS section)."""
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        self.url = url
+        self.options = NatsOptions.parse(url, options or {})
+        self.capabilities = Capabilities(
+            max_payload=1024 * 1024 - HEADROOM,
+            durable=True,
+            ordered_by_key=True,
+            no_responders=True,
+            reconnects=True,
+        )
+        self.request_skip = len(self.options.request_prefix) + 1
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._acks: _Acks | None = None
+        self._up = asyncio.Event()
+        self._server_max = 1024 * 1024
+        self._covered: dict[str, tuple[str, float]] = {}
+        self._groups: dict[tuple[str, str], int] = {}
+        self._subs: set[Broadcast | Member] = set()
+        self._restore: asyncio.Task[None] | None = None
+        self._last_error: Exception | None = None
+        self._closed = False
+
+    # -- connection ------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        """The nats-py client (``Closed`` before start and after close)."""
+        if self._nc is None or self._closed:
+            raise Closed(f"{self.url} is not connected")
+        return self._nc
+
+    async def start(self) -> None:
+        """Connect; a first connection that fails raises ``ConnectFailed`` at once."""
+        opts = self.options
+        nc = Client()
+        kwargs: dict[str, Any] = {
+            "servers": opts.servers,
+            # Fail fast on the first connect (nats-py tries each server twice, then gives up);
+            # reconnecting forever is switched on once connected.
+            "allow_reconnect": False,
+            "max_reconnect_attempts": 1,
+            "reconnect_time_wait": opts.reconnect_wait,
+            "connect_timeout": opts.connect_timeout,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        if opts.tls is not None:
+            kwargs["tls"] = opts.tls
+        kwargs.update(opts.client_options)
+        try:
+            await nc.connect(**kwargs)
+        except _NATS_ERRORS as exc:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await nc.close()
+            cause = self._last_error or exc
+            servers = ", ".join(opts.servers)
+            raise translate(cause, "connect", f"{servers}: {cause}") from cause
+        nc.options["allow_reconnect"] = True
+        nc.options["max_reconnect_attempts"] = -1
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._acks = _Acks(nc)
+        await self._acks.start()
+        self._server_max = nc.max_payload
+        self.capabilities = replace(self.capabilities, max_payload=nc.max_payload - HEADROOM)
+        self._up.set()
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
+        log.debug("nats: %r", exc)
+
+    async def _on_disconnected(self) -> None:
+        self._up.clear()
+
+    async def _on_reconnected(self) -> None:
+        self._covered.clear()
+        self._up.set()
+        if self._groups and (self._restore is None or self._restore.done()):
+            self._restore = asyncio.create_task(self._restore_groups())
+
+    async def _restore_groups(self) -> None:
+        """Make sure streams and consumers exist again (a server that lost its store)."""
+        for (pattern, group), pending in list(self._groups.items()):
+            for _ in range(20):
+                try:
+                    await self._ensure_group(pattern, group, pending)
+                    break
+                except MeshbusError:
+                    await asyncio.sleep(0.5)
+
+    async def _wait_up(self, timeout: float | None, subject: str) -> None:
+        if self._closed:
+            raise Closed(f"{self.url} is closed")
+        try:
+            async with asyncio.timeout(timeout):
+                await self._up.wait()
+        except TimeoutError:
+            raise PublishTimeout(
+                f"NATS ({self.url}) was unreachable for {timeout:g} s; {subject!r} not sent"
+            ) from None
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def _headers(self, envelope: Envelope) -> dict[str, str]:
+        headers = {MESSAGE_ID: envelope.id}
+        if envelope.headers or envelope.key is not None:
+            headers.update(envelope.headers)
+            if envelope.key is not None:
+                headers[KEY] = envelope.key
+            size = len(envelope.data) + 2 * len(envelope.id) + 64
+            size += sum(len(k) + len(v.encode()) + 4 for k, v in headers.items())
+            if size > self._server_max:
+                raise PayloadTooLarge(size, self._server_max, envelope.subject)
+        return headers
+
+    async def _stream_for(self, subject: str, timeout: float | None) -> str:
+        """The stream capturing ``subject`` ("" for none), cached."""
+        found = self._covered.get(subject)
+        if found is not None and found[1] > monotonic():
+            return found[0]
+        await self._wait_up(timeout, subject)
+        assert self._js is not None
+        try:
+            async with asyncio.timeout(timeout):
+                stream = await find_stream(self._js, subject) or ""
+        except TimeoutError as exc:
+            raise translate(exc, "publish", subject, timeout or 0) from None
+        if len(self._covered) > 4096:
+            self._covered.clear()
+        ttl = _FOREVER if stream else NOT_COVERED_TTL
+        self._covered[subject] = (stream, monotonic() + ttl)
+        return stream
+
+    async def publish(self, envelope: Envelope, timeout: float | None) -> None:
+        """JetStream publish confirmed by PubAck where a stream captures the subject; a core
+        publish otherwise. Waits out a reconnect up to ``timeout``."""
+        subject = envelope.subject
+        headers = self._headers(envelope)
+        found = self._covered.get(subject)
+        if found is None or found[1] <= monotonic():
+            stream = await self._stream_for(subject, timeout)
+        else:
+            stream = found[0]
+        if stream:
+            headers[NATS_MSG_ID] = envelope.id
+            await self._js_publish([(subject, envelope.data, headers)], timeout)
+            return
+        if not self._up.is_set():
+            await self._wait_up(timeout, subject)
+        try:
+            await self.client.publish(subject, envelope.data, headers=headers)
+        except _NATS_ERRORS as exc:
+            raise translate(exc, "publish", subject, timeout or 0) from exc
+
+    async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
+        """Publish all, with every JetStream PubAck awaited together."""
+        durable: list[tuple[str, bytes, dict[str, str]]] = []
+        nc = self.client
+        for envelope in envelopes:
+            subject = envelope.subject
+            headers = self._headers(envelope)
+            if await self._stream_for(subject, timeout):
+                headers[NATS_MSG_ID] = envelope.id
+                durable.append((subject, envelope.data, headers))
+                continue
+            if not self._up.is_set():
+                await self._wait_up(timeout, subject)
+            try:
+                await nc.publish(subject, envelope.data, headers=headers)
+            except _NATS_ERRORS as exc:
+                raise translate(exc, "publish", subject, timeout or 0) from exc
+        if durable:
+            await self._js_publish(durable, timeout)
+
+    async def _js_publish(
+        self, items: list[tuple[str, bytes, dict[str, str]]], timeout: float | None
+    ) -> None:
+        """Publish to JetStream and wait for every PubAck; publish again what was not
+        confirmed (the same Nats-Msg-Id, so JetStream stores it once) until ``timeout``."""
+        acks = self._acks
+        assert acks is not None
+        loop = asyncio.get_running_loop()
+        deadline = _FOREVER if timeout is None else loop.time() + timeout
+        while True:
+            if not self._up.is_set():
+                await self._wait_up(None if timeout is None else deadline - loop.time(), "")
+            sent: list[tuple[str, asyncio.Future[None]]] = []
+            try:
+                for subject, data, headers in items:
+                    sent.append(await acks.send(subject, data, headers))
+            except _NATS_ERRORS as exc:
+                for token, _ in sent:
+                    acks.pending.pop(token, None)
+                raise translate(exc, "publish", items[0][0], timeout or 0) from exc
+            wait = min(deadline, loop.time() + self.options.ack_timeout) - loop.time()
+            futures = [future for _, future in sent]
+            await asyncio.wait(futures, timeout=max(wait, 0))
+            failed: list[tuple[str, bytes, dict[str, str]]] = []
+            for item, (token, future) in zip(items, sent, strict=True):
+                if not future.done():
+                    acks.pending.pop(token, None)
+                    future.cancel()
+                    failed.append(item)
+                elif (error := future.exception()) is not None:
+                    if not isinstance(error, _NoStream):
+                        raise translate(error, "publish", item[0]) from error
+                    failed.append(item)
+            if not failed:
+                return
+            if loop.time() >= deadline:
+                raise PublishTimeout(
+                    f"JetStream confirmed {len(items) - len(failed)} of {len(items)} messages "
+                    f"within {timeout:g} s (first unconfirmed: {failed[0][0]!r})"
+                )
+            items = failed
+            await asyncio.sleep(min(0.2, max(deadline - loop.time(), 0)))
+
+    async def publish_dead_letter(
+        self, subject: str, data: bytes, headers: dict[str, str], msg_id: str
+    ) -> None:
+        """Publish a dead letter to JetStream (its stream is created if missing)."""
+        assert self._js is not None
+        stream = await ensure_stream(self._js, subject, self.options.stream_prefix)
+        self._covered[subject] = (stream, _FOREVER)
+        headers[NATS_MSG_ID] = msg_id
+        await self._js_publish([(subject, data, headers)], self.options.ack_timeout * 6)
+
+    async def send_reply(self, reply: Envelope) -> None:
+        """Send a reply to a requester's inbox (core NATS)."""
+        headers = self._headers(reply) if reply.headers else None
+        if headers is not None:
+            del headers[MESSAGE_ID]
+        try:
+            await self.client.publish(reply.subject, reply.data, headers=headers)
+        except _NATS_ERRORS as exc:
+            raise translate(exc, "respond", reply.subject) from exc
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    async def _ensure_group(self, pattern: str, group: str, max_ack_pending: int) -> Member:
+        js = self._js
+        if js is None or self._closed:
+            raise Closed(f"{self.url} is not connected")
+        stream = await ensure_stream(js, pattern, self.options.stream_prefix)
+        self._covered.clear()
+        consumer = await ensure_consumer(
+            js,
+            stream,
+            group,
+            pattern,
+            ack_wait=self.options.ack_wait,
+            max_ack_pending=max_ack_pending,
+        )
+        self._groups.setdefault((pattern, group), max_ack_pending)
+        return Member(self, consumer, group)
+
+    async def subscribe(self, pattern: str, group: str | None, prefetch: int) -> Broadcast | Member:
+        """A broadcast (core) subscription, or a member of ``group`` (JetStream)."""
+        sub: Broadcast | Member
+        if group is None:
+            sub = Broadcast(self, pattern)
+        else:
+            sub = await self._ensure_group(pattern, group, prefetch)
+        await sub.start()
+        self._subs.add(sub)
+        return sub
+
+    async def declare_group(self, pattern: str, group: str) -> None:
+        """Create the group's stream and durable consumer so that it keeps messages."""
+        await self._ensure_group(pattern, group, DEFAULT_MAX_ACK_PENDING)
+
+    def forget(self, sub: Broadcast | Member) -> None:
+        """A subscription closed."""
+        self._subs.discard(sub)
+
+    # -- request / reply -------------------------------------------------------------------
+
+    async def request(self, envelope: Envelope, timeout: float) -> Message:
+        """A core NATS request on ``<request_prefix>.<subject>``; NATS's no-responders
+        status raises ``NoResponders``."""
+        headers = self._headers(envelope)
+        subject = envelope.subject
+        if not self._up.is_set():
+            await self._wait_up(timeout, subject)
+        try:
+            reply = await self.client.request(
+                f"{self.options.request_prefix}.{subject}",
+                envelope.data,
+                timeout=timeout,
+                headers=headers,
+            )
+        except _NATS_ERRORS as exc:
+            raise translate(exc, "request", subject, timeout) from exc
+        reply_headers = reply.headers or {}
+        return Message(
+            reply.subject, reply.data, reply_headers, id=reply_headers.get(MESSAGE_ID, "")
+        )
+
+    # -- closing ---------------------------------------------------------------------------
+
+    async def close(self, timeout: float) -> None:
+        """Drain subscriptions (up to ``timeout``), flush, disconnect. Idempotent."""
+        if self._closed or self._nc is None:
+            self._closed = True
+            return
+        subs = list(self._subs)
+        await asyncio.gather(*(sub.close(timeout) for sub in subs), return_exceptions=True)
+        self._closed = True
+        if self._restore is not None:
+            self._restore.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restore
+        nc = self._nc
+        if nc.is_connected:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await nc.flush(timeout=max(1, int(timeout) + 1))
+        with contextlib.suppress(*_NATS_ERRORS):
+            await nc.close()

@@ -1,0 +1,243 @@
+"""nats:// throughput and request/reply beside raw nats-py in the same run, on one local server.
+
+- broadcast one way (100 B, 16 KiB): meshbus publish -> broadcast subscriber, vs raw nats-py
+  core publish -> subscribe;
+- group (100 B): meshbus ``publish_many`` (pipelined PubAcks) -> group member acking each, vs
+  raw nats-py JetStream ``publish_async`` -> push consumer acking each;
+- request/reply p50 (100 B), vs raw nats-py ``request``.
+
+``make bench`` prints the figures; under ``make test`` each runs once as a smoke test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import nats
+import pytest
+from conftest import Runner, record_latency, record_throughput
+from nats.js.api import RetentionPolicy
+
+import meshbus
+from meshbus.bus import Outgoing
+from meshbus.testing.brokers import NatsServer
+
+pytest.importorskip("meshbus_nats", reason="pip install -e adapters/nats")
+
+SIZES = {"100B": 100, "16KiB": 16 * 1024}
+COUNT = {"100B": 20_480, "16KiB": 5_120}
+GROUP_COUNT = 10_240
+BATCH = 256
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[NatsServer]:
+    """One private NATS server for these benchmarks."""
+    with NatsServer() as nats_server:
+        yield nats_server
+
+
+def space() -> str:
+    return "b" + uuid.uuid4().hex[:10]
+
+
+async def raw_core(url: str, size: int, count: int) -> None:
+    payload = b"x" * size
+    pub, con = await nats.connect(url), await nats.connect(url)
+    done = asyncio.Event()
+    received = 0
+
+    async def on_msg(msg: object) -> None:
+        nonlocal received
+        received += 1
+        if received == count:
+            done.set()
+
+    await con.subscribe("bench.core", cb=on_msg)
+    await con.flush()
+    for _ in range(count):
+        await pub.publish("bench.core", payload)
+    await asyncio.wait_for(done.wait(), 60)
+    await pub.close()
+    await con.close()
+
+
+async def meshbus_broadcast(url: str, size: int, count: int) -> None:
+    payload = b"x" * size
+    subject = f"{space()}.data"
+    async with (
+        meshbus.connect(url) as pub,
+        meshbus.connect(url) as con,
+        con.subscribe(subject) as sub,
+    ):
+
+        async def consume() -> None:
+            received = 0
+            async for msg in sub:
+                await msg.ack()
+                received += 1
+                if received == count:
+                    return
+
+        consumer = asyncio.create_task(consume())
+        for _ in range(count):
+            await pub.publish(subject, payload)
+        await asyncio.wait_for(consumer, 60)
+
+
+async def raw_jetstream(url: str, size: int, count: int) -> None:
+    payload = b"x" * size
+    name = space()
+    pub, con = await nats.connect(url), await nats.connect(url)
+    js, cjs = pub.jetstream(publish_async_max_pending=BATCH), con.jetstream()
+    await js.add_stream(name=name, subjects=[f"{name}.>"], retention=RetentionPolicy.INTEREST)
+    done = asyncio.Event()
+    received = 0
+
+    async def on_msg(msg: nats.aio.msg.Msg) -> None:
+        nonlocal received
+        await msg.ack()
+        received += 1
+        if received == count:
+            done.set()
+
+    await cjs.subscribe(f"{name}.data", durable="g", cb=on_msg, manual_ack=True)
+    for _ in range(count):
+        await js.publish_async(f"{name}.data", payload)
+    await js.publish_async_completed()
+    await asyncio.wait_for(done.wait(), 60)
+    await js.delete_stream(name)
+    await pub.close()
+    await con.close()
+
+
+async def meshbus_group(url: str, size: int, count: int) -> None:
+    payload = b"x" * size
+    subject = f"{space()}.data"
+    async with (
+        meshbus.connect(url) as pub,
+        meshbus.connect(url) as con,
+        con.subscribe(subject, group="g") as sub,
+    ):
+
+        async def consume() -> None:
+            received = 0
+            async for msg in sub:
+                await msg.ack()
+                received += 1
+                if received == count:
+                    return
+
+        consumer = asyncio.create_task(consume())
+        chunk = [Outgoing(subject, payload)] * BATCH
+        for _ in range(count // BATCH):
+            await pub.publish_many(chunk)
+        await asyncio.wait_for(consumer, 60)
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_nats_raw_core_baseline(
+    benchmark: object, run: Runner, server: NatsServer, size: str
+) -> None:
+    """Raw nats-py: core publish -> subscribe callback."""
+    benchmark.pedantic(  # type: ignore[attr-defined]
+        lambda: run(lambda: raw_core(server.url, SIZES[size], COUNT[size])),
+        rounds=5,
+        warmup_rounds=1,
+    )
+    record_throughput(benchmark, COUNT[size])
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_nats_broadcast(benchmark: object, run: Runner, server: NatsServer, size: str) -> None:
+    """meshbus broadcast: publish each -> subscriber acking each."""
+    benchmark.pedantic(  # type: ignore[attr-defined]
+        lambda: run(lambda: meshbus_broadcast(server.url, SIZES[size], COUNT[size])),
+        rounds=5,
+        warmup_rounds=1,
+    )
+    record_throughput(benchmark, COUNT[size])
+
+
+def test_nats_raw_jetstream_baseline(benchmark: object, run: Runner, server: NatsServer) -> None:
+    """Raw nats-py JetStream: publish_async (256 pending) -> push consumer acking each."""
+    benchmark.pedantic(  # type: ignore[attr-defined]
+        lambda: run(lambda: raw_jetstream(server.url, 100, GROUP_COUNT)),
+        rounds=3,
+        warmup_rounds=1,
+    )
+    record_throughput(benchmark, GROUP_COUNT)
+
+
+def test_nats_group(benchmark: object, run: Runner, server: NatsServer) -> None:
+    """meshbus group: publish_many of 256 (pipelined PubAcks) -> member acking each."""
+    benchmark.pedantic(  # type: ignore[attr-defined]
+        lambda: run(lambda: meshbus_group(server.url, 100, GROUP_COUNT)),
+        rounds=3,
+        warmup_rounds=1,
+    )
+    record_throughput(benchmark, GROUP_COUNT)
+
+
+ROUNDS = 1_000
+
+
+async def raw_request(url: str, samples: list[float]) -> None:
+    client, responder = await nats.connect(url), await nats.connect(url)
+
+    async def respond(msg: nats.aio.msg.Msg) -> None:
+        await msg.respond(msg.data)
+
+    await responder.subscribe("bench.rpc", queue="svc", cb=respond)
+    await responder.flush()
+    payload = b"x" * 100
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        await client.request("bench.rpc", payload, timeout=5)
+        samples.append(time.perf_counter() - start)
+    await client.close()
+    await responder.close()
+
+
+async def meshbus_request(url: str, samples: list[float]) -> None:
+    subject = f"{space()}.rpc"
+    async with (
+        meshbus.connect(url) as client,
+        meshbus.connect(url) as server,
+        server.subscribe(subject, group="svc") as sub,
+    ):
+
+        async def serve() -> None:
+            async for msg in sub:
+                await msg.respond(msg.data)
+
+        responder = asyncio.create_task(serve())
+        payload = b"x" * 100
+        for _ in range(ROUNDS):
+            start = time.perf_counter()
+            await client.request(subject, payload, timeout=5)
+            samples.append(time.perf_counter() - start)
+        responder.cancel()
+
+
+def test_nats_raw_request_baseline(benchmark: object, run: Runner, server: NatsServer) -> None:
+    """Raw nats-py request -> queue subscriber responding."""
+    samples: list[float] = []
+    benchmark.pedantic(  # type: ignore[attr-defined]
+        lambda: run(lambda: raw_request(server.url, samples)), rounds=3, warmup_rounds=1
+    )
+    record_throughput(benchmark, ROUNDS)
+    record_latency(benchmark, samples)
+
+
+def test_nats_request_reply(benchmark: object, run: Runner, server: NatsServer) -> None:
+    """meshbus request -> group member responding."""
+    samples: list[float] = []
+    benchmark.pedantic(  # type: ignore[attr-defined]
+        lambda: run(lambda: meshbus_request(server.url, samples)), rounds=3, warmup_rounds=1
+    )
+    record_throughput(benchmark, ROUNDS)
+    record_latency(benchmark, samples)

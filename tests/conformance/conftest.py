@@ -1,0 +1,9 @@
+"""Real-broker fixtures for the conformance tests of broker channels.
+
+pytest only accepts ``pytest_plugins`` in the rootdir conftest, so the fixtures of
+``meshbus.testing.pytest_plugin`` are imported here instead.
+"""
+
+from meshbus.testing.pytest_plugin import nats_server, nats_server_factory
+
+__all__ = ["nats_server", "nats_server_factory"]
