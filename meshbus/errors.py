@@ -29,6 +29,7 @@
     │   ├── ConnectionLost                   a live connection went away
     │   ├── PublishRejected                  the broker or peer refused the message
     │   └── ProtocolError                    malformed frames or files, a wrong version
+    │       └── CorruptMessage               a message file that fails its checks (file://)
     ├── AuthenticationFailed (PermissionError) bad credentials or token
     └── DiscoveryError                        resolving a service name (``meshbus.discovery``)
         ├── NameNotFound (LookupError)       a definite answer: the name has no addresses
@@ -50,6 +51,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectFailed",
     "ConnectionLost",
+    "CorruptMessage",
     "DecodeError",
     "DiscoveryError",
     "EncodeError",
@@ -230,6 +232,10 @@ class PublishRejected(TransportError):
 
 class ProtocolError(TransportError):
     """Malformed frames or files, or a peer that speaks another protocol version."""
+
+
+class CorruptMessage(ProtocolError):
+    """A message file that is truncated, has a bad checksum, or is not a message file."""
 
 
 class AuthenticationFailed(MeshbusError, PermissionError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -40,3 +40,14 @@ def record_latency(benchmark: Any, samples: list[float]) -> None:
         ordered = sorted(samples)
         benchmark.extra_info["p50_us"] = round(statistics.median(ordered) * 1e6, 1)
         benchmark.extra_info["p99_us"] = round(ordered[int(len(ordered) * 0.99)] * 1e6, 1)
+
+
+async def consume_acking(sub: AsyncIterator[Any], count: int) -> None:
+    """Receive ``count`` messages from ``sub``, acking each: the consumer every one-way
+    benchmark uses."""
+    received = 0
+    async for msg in sub:
+        await msg.ack()
+        received += 1
+        if received == count:
+            return

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Runner, record_latency, record_throughput
+from conftest import Runner, consume_acking, record_latency, record_throughput
 
 import meshbus
 
@@ -85,16 +85,7 @@ async def naive(root: Path, count: int, fsync: bool) -> None:
 async def one_way(root: Path, count: int, fsync: bool, notify: str) -> None:
     url = f"file://{root}?fsync={str(fsync).lower()}&notify={notify}"
     async with meshbus.connect(url) as bus, bus.subscribe("bench.data", group="g") as sub:
-
-        async def consume() -> None:
-            received = 0
-            async for msg in sub:
-                await msg.ack()
-                received += 1
-                if received == count:
-                    return
-
-        consumer = asyncio.create_task(consume())
+        consumer = asyncio.create_task(consume_acking(sub, count))
         chunk = [("bench.data", PAYLOAD)] * BATCH
         for _ in range(count // BATCH):
             await bus.publish_many(chunk)

@@ -10,7 +10,7 @@ import time
 import uuid
 
 import pytest
-from conftest import Runner, record_latency, record_throughput
+from conftest import Runner, consume_acking, record_latency, record_throughput
 
 import meshbus
 
@@ -25,16 +25,7 @@ def url() -> str:
 async def one_way(size: int, count: int, group: str | None, batch: int) -> None:
     payload = b"x" * size
     async with meshbus.connect(url()) as bus, bus.subscribe("bench.data", group=group) as sub:
-
-        async def consume() -> None:
-            received = 0
-            async for msg in sub:
-                await msg.ack()
-                received += 1
-                if received == count:
-                    return
-
-        consumer = asyncio.create_task(consume())
+        consumer = asyncio.create_task(consume_acking(sub, count))
         if batch > 1:
             chunk = [("bench.data", payload)] * batch
             for _ in range(count // batch):

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import nats
 import pytest
-from conftest import Runner, record_latency, record_throughput
+from conftest import Runner, consume_acking, record_latency, record_throughput
 from nats.js.api import RetentionPolicy
 
 import meshbus
@@ -73,16 +73,7 @@ async def meshbus_broadcast(url: str, size: int, count: int) -> None:
         meshbus.connect(url) as con,
         con.subscribe(subject) as sub,
     ):
-
-        async def consume() -> None:
-            received = 0
-            async for msg in sub:
-                await msg.ack()
-                received += 1
-                if received == count:
-                    return
-
-        consumer = asyncio.create_task(consume())
+        consumer = asyncio.create_task(consume_acking(sub, count))
         for _ in range(count):
             await pub.publish(subject, payload)
         await asyncio.wait_for(consumer, 60)
@@ -122,16 +113,7 @@ async def meshbus_group(url: str, size: int, count: int) -> None:
         meshbus.connect(url) as con,
         con.subscribe(subject, group="g") as sub,
     ):
-
-        async def consume() -> None:
-            received = 0
-            async for msg in sub:
-                await msg.ack()
-                received += 1
-                if received == count:
-                    return
-
-        consumer = asyncio.create_task(consume())
+        consumer = asyncio.create_task(consume_acking(sub, count))
         chunk = [Outgoing(subject, payload)] * BATCH
         for _ in range(count // BATCH):
             await pub.publish_many(chunk)

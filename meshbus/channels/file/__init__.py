@@ -29,9 +29,9 @@ URL: ``file:///shared/queue?notify=auto&fsync=true&lease=15&poll_interval=0.05&r
 &max_payload=1073741824``.
 """
 
-from meshbus.channels.file._format import CorruptMessage
 from meshbus.channels.file._layout import LAYOUT_VERSION
 from meshbus.channels.file._options import FileOptions
 from meshbus.channels.file._transport import FileTransport
+from meshbus.errors import CorruptMessage
 
 __all__ = ["LAYOUT_VERSION", "CorruptMessage", "FileOptions", "FileTransport"]

@@ -27,7 +27,7 @@ import stat
 import struct
 import zlib
 
-from meshbus.errors import ProtocolError
+from meshbus.errors import CorruptMessage
 from meshbus.transport import Envelope
 
 __all__ = [
@@ -47,10 +47,6 @@ HEADER = struct.Struct("<4sB3xII QI4x")
 # A queued message: <stamp:16 hex>.<writer id>.<earlier deliveries>
 _NAME = re.compile(r"([0-9a-f]{16})\.([A-Za-z0-9_-]{1,80})\.([0-9]{1,9})")
 _SMALL_READ = 1 << 16
-
-
-class CorruptMessage(ProtocolError):
-    """A message file that is truncated, has a bad checksum, or is not a message file."""
 
 
 def encode_header(envelope: Envelope) -> bytes:

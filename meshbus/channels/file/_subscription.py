@@ -17,9 +17,10 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from meshbus.channels.file._format import CorruptMessage, parse_name, read_message
+from meshbus.channels.file._format import parse_name, read_message
 from meshbus.channels.file._janitor import give_back, release
 from meshbus.channels.file._layout import GroupInfo
+from meshbus.errors import CorruptMessage
 from meshbus.headers import (
     ATTEMPT,
     DEAD_GROUP,

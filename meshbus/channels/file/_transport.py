@@ -15,14 +15,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from meshbus.channels.file._format import CorruptMessage, encode_header, read_message
+from meshbus.channels.file._format import encode_header, read_message
 from meshbus.channels.file._janitor import Janitor
 from meshbus.channels.file._layout import Layout
 from meshbus.channels.file._notify import Notifier, inotify_works
 from meshbus.channels.file._options import FileOptions
 from meshbus.channels.file._subscription import FileSubscription
 from meshbus.channels.file._writer import Planned, write_batch
-from meshbus.errors import Closed, InvalidURL, NoResponders, RequestTimeout
+from meshbus.errors import Closed, CorruptMessage, InvalidURL, NoResponders, RequestTimeout
 from meshbus.headers import CORRELATION_ID, REPLY_TO
 from meshbus.message import Message
 from meshbus.transport import Capabilities, Envelope
