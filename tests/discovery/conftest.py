@@ -7,28 +7,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest_asyncio
-from _dnsserver import FakeDns, RawHandler, UdpServer, free_port, serve_tcp
 
 from meshbus.discovery import Nameserver
+from meshbus.testing.dns import FakeDns, RawHandler, running_dns
 
 
 @pytest_asyncio.fixture
 async def dns() -> AsyncIterator[FakeDns]:
     """A DNS server on 127.0.0.1 (UDP and TCP), stopped after the test."""
-    server = FakeDns()
-    loop = asyncio.get_running_loop()
-    port = free_port()
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: UdpServer(server), local_addr=("127.0.0.1", port)
-    )
-    tcp = await asyncio.start_server(lambda r, w: serve_tcp(server, r, w), "127.0.0.1", port)
-    server.nameserver = Nameserver("127.0.0.1", port)
-    try:
+    async with running_dns() as server:
         yield server
-    finally:
-        transport.close()
-        tcp.close()
-        await tcp.wait_closed()
 
 
 @pytest_asyncio.fixture

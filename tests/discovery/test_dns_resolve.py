@@ -6,11 +6,11 @@ import struct
 from collections.abc import Awaitable, Callable
 
 import pytest
-from _dnsserver import FakeDns
 from dnslib import RR, DNSRecord
 
 from meshbus import errors
 from meshbus.discovery import Nameserver, lookup, resolve
+from meshbus.testing.dns import FakeDns
 
 RawStart = Callable[[Callable[[bytes], list[bytes]]], Awaitable[Nameserver]]
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from _dnsserver import FakeDns
 
 from meshbus import errors
 from meshbus.discovery import DnsSource, StaticSource, Watcher, WatchEvent
+from meshbus.testing.dns import FakeDns
 
 pytestmark = pytest.mark.asyncio
 

@@ -1,15 +1,18 @@
-"""A real DNS server on loopback for the discovery tests, whose answers a test changes live.
+"""A real DNS server on loopback whose answers a test changes live, for testing discovery and
+``dns://`` without Docker: ``async with running_dns() as dns: dns.set("svc", "127.0.0.2")``.
 
-Built on dnslib (packets) and asyncio (sockets), on a free UDP port of 127.0.0.1 with a TCP
-listener on the same port for truncated answers. Nothing here talks to any other nameserver.
+Built on dnslib (packets; ``pip install 'meshbus[testing]'``) and asyncio (sockets), on a free
+UDP port of 127.0.0.1 with a TCP listener on the same port for truncated answers. Nothing here
+talks to any other nameserver.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +51,7 @@ class FakeDns:
                 await self._changed.wait()
 
     def reply(self, data: bytes, proto: str) -> bytes | None:
+        """The answer to one query (``None``: stay silent), as the current mode says."""
         request = DNSRecord.parse(data)
         qname = str(request.q.qname).rstrip(".").lower()
         qtype = QTYPE[request.q.qtype]
@@ -62,13 +66,13 @@ class FakeDns:
             reply.header.id = (request.header.id + 1) % 0x10000
         if self.mode in ("servfail", "refused"):
             reply.header.rcode = RCODE.SERVFAIL if self.mode == "servfail" else RCODE.REFUSED
-            return reply.pack()
+            return bytes(reply.pack())
         if qname not in self.records:
             reply.header.rcode = RCODE.NXDOMAIN
-            return reply.pack()
+            return bytes(reply.pack())
         if proto == "udp" and qname in self.truncate:
             reply.header.tc = 1
-            return reply.pack()
+            return bytes(reply.pack())
         for address in self.records[qname]:
             version = ipaddress.ip_address(address).version
             if qtype == "A" and version == 4:
@@ -82,6 +86,8 @@ class FakeDns:
 
 
 class UdpServer(asyncio.DatagramProtocol):
+    """Answers DNS over UDP from a :class:`FakeDns`."""
+
     def __init__(self, dns: FakeDns) -> None:
         self.dns = dns
         self.transport: asyncio.DatagramTransport | None = None
@@ -98,6 +104,7 @@ class UdpServer(asyncio.DatagramProtocol):
 async def serve_tcp(
     dns: FakeDns, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
+    """Answers DNS over TCP (length-prefixed) from a :class:`FakeDns`."""
     try:
         while True:
             size = int.from_bytes(await reader.readexactly(2), "big")
@@ -126,3 +133,22 @@ def free_port() -> int:
 
 
 RawHandler = Callable[[bytes], list[bytes]]
+
+
+@contextlib.asynccontextmanager
+async def running_dns() -> AsyncIterator[FakeDns]:
+    """A DNS server on 127.0.0.1 (UDP and TCP) for the duration of the block."""
+    server = FakeDns()
+    loop = asyncio.get_running_loop()
+    port = free_port()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: UdpServer(server), local_addr=("127.0.0.1", port)
+    )
+    tcp = await asyncio.start_server(lambda r, w: serve_tcp(server, r, w), "127.0.0.1", port)
+    server.nameserver = Nameserver("127.0.0.1", port)
+    try:
+        yield server
+    finally:
+        transport.close()
+        tcp.close()
+        await tcp.wait_closed()
