@@ -40,13 +40,13 @@ class TcpProxy(AsyncResource):
         try:
             await self._forward(reader, writer)
         finally:
+            writer.close()  # also when cancelled before the upstream connection was made
             self._handlers.discard(handler)
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
-            writer.close()
             return
         self._writers.update((writer, up_writer))
         pipes = [
@@ -54,13 +54,15 @@ class TcpProxy(AsyncResource):
             asyncio.create_task(self._pipe(up_reader, writer)),
         ]
         self._pipes.update(pipes)
-        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        for task in pipes:
-            task.cancel()
-        for each in (writer, up_writer):
-            each.close()
-            self._writers.discard(each)
-        self._pipes.difference_update(pipes)
+        try:
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in pipes:
+                task.cancel()
+            for each in (writer, up_writer):
+                each.close()
+                self._writers.discard(each)
+            self._pipes.difference_update(pipes)
 
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -46,12 +46,19 @@ class DirectConfig:
     reconnect_min: float
     reconnect_max: float
     ssl: ssl_module.SSLContext | None
+    extra: dict[str, Any]
+    """Values of the ``extra`` option names the caller allowed (scheme-specific options)."""
 
     @classmethod
     def from_url(
-        cls, url: str, options: Mapping[str, Any] | None, *, listening: bool = False
+        cls,
+        url: str,
+        options: Mapping[str, Any] | None,
+        *,
+        listening: bool = False,
+        extra: tuple[str, ...] = (),
     ) -> DirectConfig:
-        """Parse and check ``url`` plus ``options``."""
+        """Parse and check ``url`` plus ``options``; names in ``extra`` are passed through."""
         parts = parse_url(url)
         addresses = [_address(url, item) for item in parts.netloc.split(",") if item.strip()]
         if not addresses:
@@ -60,6 +67,7 @@ class DirectConfig:
             raise InvalidURL(url, "a listen address names one host:port")
         values: dict[str, Any] = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         values.update(options or {})
+        passed = {name: values.pop(name) for name in extra if name in values}
         context = values.pop("ssl", None)
         if context is not None and not isinstance(context, ssl_module.SSLContext):
             raise InvalidURL(url, "the ssl option must be an ssl.SSLContext (pass it in options=)")
@@ -96,6 +104,7 @@ class DirectConfig:
             reconnect_min=numbers.get("reconnect_min", 0.1),
             reconnect_max=numbers.get("reconnect_max", 5.0),
             ssl=context,
+            extra=passed,
         )
 
 

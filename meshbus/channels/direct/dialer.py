@@ -14,6 +14,7 @@ listen address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 from collections.abc import Mapping, Sequence
@@ -57,18 +58,48 @@ class TcpTransport:
             reconnects=True,
             subscribe_via_listener=True,
         )
-        hello = Hello(
+        self._hello = Hello(
             node=f"{os.uname().nodename}-{os.getpid()}-{id(self):x}",
             max_frame=self.config.settings.max_frame,
             credit=0,
             token=self.config.settings.token,
         )
-        self.peers = [Peer(host, port, self.config, hello) for host, port in self.config.addresses]
+        self.peers: list[Peer] = []
+        self._membership = asyncio.Event()
         self._round_robin = itertools.count()
 
+    def _add_peer(self, host: str, port: int) -> Peer:
+        """Start dialling one more peer."""
+        peer = Peer(host, port, self.config, self._hello, self._peer_state)
+        self.peers.append(peer)
+        peer.start()
+        self._membership_changed()
+        return peer
+
+    async def _drop_peer(self, peer: Peer, drain: float) -> None:
+        """Send it nothing new, give what it has in flight up to ``drain`` seconds to be
+        accepted, then close."""
+        if peer in self.peers:
+            self.peers.remove(peer)
+            self._membership_changed()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain):
+                await peer.wait_idle()
+        await peer.stop()
+
+    def _membership_changed(self) -> None:
+        self._membership.set()
+        self._membership = asyncio.Event()
+
+    def _peer_state(self, peer: Peer, up: bool) -> None:
+        """Hook for subclasses: a connection to ``peer`` came up or failed."""
+
     async def start(self) -> None:
-        for peer in self.peers:
-            peer.start()
+        for host, port in self.config.addresses:
+            self._add_peer(host, port)
+        await self._first_connection()
+
+    async def _first_connection(self) -> None:
         try:
             await self._wait_connected(self.config.connect_timeout)
         except TimeoutError:
@@ -83,6 +114,7 @@ class TcpTransport:
         async with asyncio.timeout(timeout):
             while not any(peer.ready.is_set() for peer in self.peers):
                 waits = [asyncio.ensure_future(peer.ready.wait()) for peer in self.peers]
+                waits.append(asyncio.ensure_future(self._membership.wait()))
                 try:
                     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 finally:
@@ -166,14 +198,15 @@ class TcpTransport:
                 }
                 if plan:
                     break
-                if all(peer.ready.is_set() for peer in lost):
-                    return  # every peer is back and none wants it: nothing is owed any more
+                if all(peer.ready.is_set() or peer not in self.peers for peer in lost):
+                    return  # every peer is back (or gone for good) and none wants it
                 await self._changed()
             sent = await self._send(envelope, plan)
 
     async def _changed(self) -> None:
         """Wait until some peer connects, disconnects or changes its interests."""
-        waits = [asyncio.ensure_future(peer.changed.wait()) for peer in self.peers]
+        events = [peer.changed for peer in self.peers] + [self._membership]
+        waits = [asyncio.ensure_future(event.wait()) for event in events]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:

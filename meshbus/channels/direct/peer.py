@@ -7,6 +7,7 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 
 from meshbus.channels.direct.config import DirectConfig
 from meshbus.channels.direct.connection import Connection
@@ -36,7 +37,16 @@ ACCEPTED, REFUSED, LOST = 1, 2, 3
 class Peer:
     """A listener this process dials: its interests, the credit it granted, PUBs in flight."""
 
-    def __init__(self, host: str, port: int, config: DirectConfig, hello: Hello) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        config: DirectConfig,
+        hello: Hello,
+        on_state: Callable[[Peer, bool], None] | None = None,
+    ) -> None:
+        self.on_state = on_state
+        """Called with True when a connection is up, False when one fails or drops."""
         self.host = host
         self.port = port
         self.config = config
@@ -51,6 +61,8 @@ class Peer:
         self._seq = 0
         self._pending: OrderedDict[int, asyncio.Future[int]] = OrderedDict()
         self._replies: dict[int, asyncio.Future[Reply]] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.last_error = ""
@@ -76,13 +88,24 @@ class Peer:
                 conn = await Connection.establish(reader, writer, self.config.settings, self._hello)
             except (OSError, ProtocolError, ConnectionError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
+                self._report(False)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.config.reconnect_max)
                 continue
             delay = self.config.reconnect_min
             self._attach(conn)
+            self._report(True)
             await conn.closed.wait()
             self._detach(conn.reason)
+            if not self._stopping:
+                self._report(False)
+
+    def _report(self, up: bool) -> None:
+        if self.on_state is not None:
+            try:
+                self.on_state(self, up)
+            except Exception:  # a callback must not stop the reconnect loop
+                log.exception("peer state callback failed")
 
     def _attach(self, conn: Connection) -> None:
         self.conn = conn
@@ -105,6 +128,7 @@ class Peer:
         for future in pending.values():
             if not future.done():
                 future.set_result(LOST)
+        self._idle.set()
         replies, self._replies = self._replies, {}
         for waiter in replies.values():
             if not waiter.done():
@@ -142,6 +166,8 @@ class Peer:
                 del pending[seq]
                 if not future.done():
                     future.set_result(ACCEPTED)
+            if not pending:
+                self._idle.set()
         elif isinstance(frame, Credit):
             self._credit += frame.messages
             self._wake_credit()
@@ -149,6 +175,8 @@ class Peer:
             refused = self._pending.pop(frame.seq) if frame.seq in self._pending else None
             if refused is not None and not refused.done():
                 refused.set_result(REFUSED)
+            if not self._pending:
+                self._idle.set()
         elif isinstance(frame, Reply):
             waiter = self._replies.pop(frame.seq, None)
             if waiter is not None and not waiter.done():
@@ -192,6 +220,7 @@ class Peer:
         loop = asyncio.get_running_loop()
         fate: asyncio.Future[int] = loop.create_future()
         self._pending[seq] = fate
+        self._idle.clear()
         reply: asyncio.Future[Reply] | None = None
         if request:
             reply = loop.create_future()
@@ -210,6 +239,10 @@ class Peer:
         )
         await conn.drain()
         return fate, reply
+
+    async def wait_idle(self) -> None:
+        """Return once no PUB is waiting for its ACCEPT or REFUSE (or the connection is gone)."""
+        await self._idle.wait()
 
     def forget_reply(self, future: asyncio.Future[Reply]) -> None:
         """Drop a reply nobody waits for any more."""
