@@ -12,14 +12,18 @@ __all__ = ["TcpProxy"]
 
 
 class TcpProxy(AsyncResource):
-    """Forwards ``127.0.0.1:port`` to ``target_host:target_port``.
+    """Forwards ``host:port`` (default ``127.0.0.1``, any free port) to
+    ``target_host:target_port``.
 
     ``cut()`` closes every proxied connection; ``block()`` also stops listening until
     ``unblock()`` listens again on the same port.
     """
 
-    def __init__(self, target_host: str, target_port: int, *, port: int = 0) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.target = (target_host, target_port)
+        self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
@@ -29,7 +33,7 @@ class TcpProxy(AsyncResource):
     async def start(self) -> TcpProxy:
         """Listen (again, on the same port once one was chosen)."""
         if self._server is None:
-            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
             self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 

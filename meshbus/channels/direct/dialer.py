@@ -48,9 +48,11 @@ class TcpTransport:
 
     listener = DirectListener
     """What serves ``listen=tcp://...``."""
+    extra_options: tuple[str, ...] = ()
+    """URL options a subclass adds (they land in ``config.extra``)."""
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
-        self.config = DirectConfig.from_url(url, options)
+        self.config = DirectConfig.from_url(url, options, extra=self.extra_options)
         self.capabilities = Capabilities(
             max_payload=self.config.max_payload,
             ordered_by_key=True,
