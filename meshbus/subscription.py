@@ -64,7 +64,11 @@ class Subscription(AsyncResource):
         assert self._merged is not None
         try:
             async for message in part:
-                await self._merged.put(message)
+                try:
+                    await self._merged.put(message)
+                except asyncio.CancelledError:
+                    await message.nack()  # never reached the user: give it straight back
+                    raise
         finally:
             with contextlib.suppress(asyncio.QueueFull):
                 self._merged.put_nowait(None)
@@ -93,12 +97,19 @@ class Subscription(AsyncResource):
         self._state = 2
         self.bus._track(self, False)
         budget = self.bus.drain_timeout if timeout is None else timeout
-        await asyncio.gather(*(part.close(budget) for part in self._parts))
         for task in self._pumps:
             task.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
         if self._merged is not None:
+            # Messages merged but never handed to the user go back at once, so that the
+            # drain below waits only for the ones the user holds.
+            while not self._merged.empty():
+                held = self._merged.get_nowait()
+                if held is not None and not held.settled:
+                    await held.nack()
             with contextlib.suppress(asyncio.QueueFull):
                 self._merged.put_nowait(None)
+        await asyncio.gather(*(part.close(budget) for part in self._parts))
 
     def __repr__(self) -> str:
         group = f", group={self.group!r}" if self.group else ""

@@ -26,6 +26,7 @@ __all__ = ["Connection", "ConnectionSettings"]
 
 log = logging.getLogger("meshbus.direct")
 
+AUTH_REFUSED = "authentication failed"
 _HIGH_WATER = 256 * 1024
 _READ_SIZE = 256 * 1024
 
@@ -91,12 +92,20 @@ class Connection:
         writer: asyncio.StreamWriter,
         settings: ConnectionSettings,
         hello: Hello,
+        *,
+        accepting: bool = False,
     ) -> Connection:
-        """Send our hello, read and check the peer's; raise ``ProtocolError`` /
-        ``AuthenticationFailed`` (and close the socket) when it is not acceptable."""
+        """Exchange hellos; raise ``ProtocolError`` / ``AuthenticationFailed`` (and close the
+        socket) when the peer's is not acceptable.
+
+        The dialling side speaks first, with the token. The accepting side (a listener) says
+        nothing — neither its subscriptions nor anything else — until the peer's hello and
+        token have been checked, and never sends the token itself.
+        """
         decoder = FrameDecoder(settings.max_frame)
         try:
-            writer.writelines(encode(hello))
+            if not accepting:
+                writer.writelines(encode(hello))
             async with asyncio.timeout(settings.hello_timeout):
                 frames: list[Frame] = []
                 while not frames:
@@ -105,12 +114,22 @@ class Connection:
                         raise ProtocolError("peer closed the connection before its hello")
                     frames = decoder.feed(data)
             first, rest = frames[0], frames[1:]
+            if isinstance(first, Bye):
+                if first.reason.startswith(AUTH_REFUSED):
+                    raise AuthenticationFailed(f"the listener refused this peer: {first.reason}")
+                raise ProtocolError(f"the listener refused this peer: {first.reason}")
             if not isinstance(first, Hello):
                 raise ProtocolError(f"peer sent {type(first).__name__} before its hello")
-            if settings.token is not None and not hmac.compare_digest(
-                (first.token or "").encode(), settings.token.encode()
+            if (
+                accepting
+                and settings.token is not None
+                and not hmac.compare_digest((first.token or "").encode(), settings.token.encode())
             ):
+                with contextlib.suppress(Exception):
+                    writer.writelines(encode(Bye(f"{AUTH_REFUSED}: wrong or missing token")))
                 raise AuthenticationFailed("peer's hello carries a wrong or missing token")
+            if accepting:
+                writer.writelines(encode(hello))
         except TimeoutError:
             writer.close()
             raise ProtocolError(

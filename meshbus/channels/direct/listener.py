@@ -33,7 +33,13 @@ from meshbus.channels.direct.frames import (
     Uninterest,
 )
 from meshbus.channels.memory import _Broadcast, _Entry, _Hub, _Member
-from meshbus.errors import ConnectFailed, ConnectionLost, NotSupported, ProtocolError
+from meshbus.errors import (
+    AuthenticationFailed,
+    ConnectFailed,
+    ConnectionLost,
+    NotSupported,
+    ProtocolError,
+)
 from meshbus.headers import CORRELATION_ID, REPLY_TO
 from meshbus.message import Message
 from meshbus.transport import Capabilities, Envelope
@@ -118,7 +124,6 @@ class DirectListener:
             max_frame=self.config.settings.max_frame,
             credit=self.config.settings.credit,
             interests=interests,
-            token=self.config.settings.token,
         )
 
     async def start(self) -> None:
@@ -142,8 +147,10 @@ class DirectListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
-            conn = await Connection.establish(reader, writer, self.config.settings, self._hello())
-        except (ProtocolError, ConnectionError, OSError) as exc:
+            conn = await Connection.establish(
+                reader, writer, self.config.settings, self._hello(), accepting=True
+            )
+        except (ProtocolError, AuthenticationFailed, ConnectionError, OSError) as exc:
             log.warning("refused direct peer %s: %s", peer, exc)
             return
         if self._closing:

@@ -23,7 +23,7 @@ from meshbus.channels.direct.frames import (
     Reply,
     Uninterest,
 )
-from meshbus.errors import ConnectionLost, ProtocolError
+from meshbus.errors import AuthenticationFailed, ConnectionLost, ProtocolError
 from meshbus.subjects import SubjectIndex
 from meshbus.transport import Envelope
 
@@ -86,7 +86,7 @@ class Peer:
                     self.host, self.port, ssl=self.config.ssl, limit=1 << 20
                 )
                 conn = await Connection.establish(reader, writer, self.config.settings, self._hello)
-            except (OSError, ProtocolError, ConnectionError) as exc:
+            except (OSError, ProtocolError, AuthenticationFailed, ConnectionError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 self._report(False)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))

@@ -1,0 +1,134 @@
+"""Hostile or broken peers against a real listener: each is cut off with a logged reason while
+the listener goes on serving everyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+
+import meshbus
+from meshbus.channels.direct.frames import Hello, Pub, encode
+from meshbus.errors import ConnectFailed
+
+pytestmark = pytest.mark.asyncio
+
+
+@contextlib.asynccontextmanager
+async def serving(token: str | None = None) -> AsyncIterator[tuple[meshbus.Bus, int]]:
+    """A bus listening on a free loopback port (with a subscription), and that port."""
+    query = "hello_timeout=0.5" + (f"&token={token}" if token else "")
+    bus = meshbus.connect("memory://unused", listen=f"tcp://127.0.0.1:0?{query}")
+    async with bus:
+        port = bus._listener.port  # type: ignore[union-attr]
+        async with bus.subscribe("orders.>", group="g") as sub:
+            yield bus, port
+            del sub
+
+
+async def cut_off(port: int, payload: bytes) -> bytes:
+    """Send ``payload`` on a raw connection; return what came back before the listener closed
+    it (raises TimeoutError if it never does)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(payload)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            return await reader.read()  # until EOF: the listener closed the connection
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def still_serves(port: int, token: str | None = None) -> None:
+    """A well-behaved peer can still publish to the listener and get an answer."""
+    query = "connect_timeout=5" + (f"&token={token}" if token else "")
+    async with meshbus.connect(f"tcp://127.0.0.1:{port}?{query}") as client:
+        with pytest.raises(meshbus.NoResponders):
+            await client.request("nobody.here", b"?", timeout=5)
+        await client.publish("orders.new", b"fine")
+
+
+def hello(**changes: object) -> bytes:
+    fields: dict[str, object] = {"node": "test", "max_frame": 1 << 20, "credit": 0}
+    fields.update(changes)
+    return b"".join(encode(Hello(**fields)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("what", "payload", "logged"),
+    [
+        ("not meshbus at all", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "frame length"),
+        ("an oversized length prefix", struct.pack(">IB", 2**31, 1), "frame length"),
+        ("a zero length prefix", struct.pack(">IB", 0, 1), "frame length"),
+        ("a wrong magic", struct.pack(">IB", 9, 1) + b"HTTP/1.1", "MBUS magic"),
+        ("a newer protocol version", struct.pack(">IB", 6, 1) + b"MBUS\x09", "version 9"),
+        ("a malformed hello", struct.pack(">IB", 8, 1) + b"MBUS\x01{]", "malformed hello"),
+        (
+            "a frame before the hello",
+            b"".join(encode(Pub(seq=1, subject="a", data=b""))),
+            "before its hello",
+        ),
+    ],
+)
+async def test_a_bad_first_frame_is_cut_off(
+    caplog: pytest.LogCaptureFixture, what: str, payload: bytes, logged: str
+) -> None:
+    async with serving() as (_, port):
+        with caplog.at_level(logging.WARNING, logger="meshbus.direct"):
+            answer = await cut_off(port, payload)
+        assert answer == b"", f"{what}: the listener said something to an unknown peer"
+        assert logged in caplog.text, what
+        await still_serves(port)
+
+
+async def test_a_peer_that_says_nothing_is_cut_off(caplog: pytest.LogCaptureFixture) -> None:
+    async with serving() as (_, port):
+        with caplog.at_level(logging.WARNING, logger="meshbus.direct"):
+            assert await cut_off(port, b"") == b""
+        assert "said nothing within 0.5 s" in caplog.text
+        await still_serves(port)
+
+
+async def test_a_malformed_frame_after_the_hello_is_cut_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serving() as (_, port):
+        with caplog.at_level(logging.WARNING, logger="meshbus.direct"):
+            await cut_off(port, hello() + struct.pack(">IB", 3, 4) + b"\0\0")
+        assert "PUB frame is truncated" in caplog.text
+        await still_serves(port)
+
+
+async def test_a_wrong_token_learns_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    async with serving(token="s3cret") as (_, port):
+        with caplog.at_level(logging.WARNING, logger="meshbus.direct"):
+            answer = await cut_off(port, hello(token="guess"))
+        assert b"authentication failed" in answer
+        assert b"orders" not in answer  # no interests
+        assert b"s3cret" not in answer  # and no token
+        assert "wrong or missing token" in caplog.text
+        with pytest.raises(ConnectFailed, match="authentication failed"):
+            async with meshbus.connect(f"tcp://127.0.0.1:{port}?connect_timeout=1&token=guess"):
+                pass
+        await still_serves(port, token="s3cret")
+
+
+async def test_no_listener_is_a_clear_connect_error() -> None:
+    async with serving() as (_, port):
+        pass  # the port is free again
+    with pytest.raises(ConnectFailed, match=r"no tcp:// peer answered within 0\.5 s"):
+        async with meshbus.connect(f"tcp://127.0.0.1:{port}?connect_timeout=0.5"):
+            pass
+
+
+async def test_subscribing_over_tcp_without_a_listen_address() -> None:
+    async with serving() as (_, port), meshbus.connect(f"tcp://127.0.0.1:{port}") as client:
+        subscription = client.subscribe("orders.new")
+        with pytest.raises(meshbus.ConfigurationError, match="give this bus one"):
+            await subscription.start()
