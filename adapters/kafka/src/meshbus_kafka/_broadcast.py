@@ -1,0 +1,159 @@
+"""Broadcast subscriptions of the ``kafka://`` channel.
+
+A broadcast subscriber is a consumer of its own, without a consumer group (a private reader):
+it assigns itself every partition of the matching topics and starts at their end, so it gets
+what is published after ``subscribe()`` returns and nothing is kept for it while it is away.
+Positions are fixed before ``subscribe()`` returns. A wildcard subscription looks for new
+matching topics every ``discover_interval`` seconds and reads those from their beginning
+(they were created after the subscription was active).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import TopicPartition
+
+from meshbus.message import Message
+from meshbus_kafka._errors import KAFKA_ERRORS, mapped
+from meshbus_kafka._inbox import Inbox, decode, make_message
+from meshbus_kafka._names import pattern_regex, topic_of
+
+if TYPE_CHECKING:
+    from meshbus_kafka._transport import KafkaTransport
+
+__all__ = ["Broadcast"]
+
+BUFFER = 10_000
+"""Messages a broadcast subscription holds before it stops fetching."""
+
+
+class Broadcast(Inbox):
+    """A private reader of every partition of the matching topics, from their end."""
+
+    def __init__(self, transport: KafkaTransport, pattern: str) -> None:
+        super().__init__(transport, pattern)
+        self.regex = re.compile(pattern_regex(pattern))
+        self.consumer: Any = None
+        self.topics: set[str] = set()
+        self.space = asyncio.Event()
+        self.space.set()
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        transport = self.transport
+        if not self.wildcard:
+            await transport.ensure_topic(topic_of(self.pattern))
+        self.consumer = transport.make_consumer(group_id=None, auto_offset_reset="earliest")
+        with mapped("subscribe", self.pattern):
+            try:
+                await self.consumer.start()
+                found = await self._matching()
+                tps = await self._partitions(found)
+                self.consumer.assign(tps)
+                if tps:
+                    await self.consumer.seek_to_end(*tps)
+                    for tp in tps:  # fixes the positions now: the subscription is active
+                        await self.consumer.position(tp)
+            except BaseException:
+                await self.consumer.stop()
+                raise
+        self.topics = found
+        self.task = asyncio.create_task(self._run())
+
+    async def _matching(self) -> set[str]:
+        if not self.wildcard:
+            return {topic_of(self.pattern)}
+        return {t for t in await self.consumer.topics() if self.regex.match(t)}
+
+    async def _partitions(self, topics: set[str]) -> list[Any]:
+        client = self.consumer._client
+        tps: list[Any] = []
+        for topic in topics:
+            partitions = client.cluster.partitions_for_topic(topic)
+            if not partitions:
+                await client.force_metadata_update()
+                partitions = client.cluster.partitions_for_topic(topic) or ()
+            tps.extend(TopicPartition(topic, p) for p in partitions)
+        return tps
+
+    async def _discover(self) -> None:
+        """Add new matching topics, read from their beginning; keep others' positions."""
+        found = await self._matching()
+        new = found - self.topics
+        if not new:
+            return
+        consumer = self.consumer
+        kept = {tp: await consumer.position(tp) for tp in consumer.assignment()}
+        added = await self._partitions(new)
+        consumer.assign([*kept, *added])
+        for tp, offset in kept.items():
+            consumer.seek(tp, offset)
+        if added:
+            await consumer.seek_to_beginning(*added)
+        self.topics |= new
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.transport.options.discover_interval
+        next_look = loop.time() + interval
+        consumer = self.consumer
+        while not self.closing:
+            try:
+                if self.wildcard and loop.time() >= next_look:
+                    await self._discover()
+                    next_look = loop.time() + interval
+                if len(self.queue) >= BUFFER:
+                    self.space.clear()
+                    await self.space.wait()
+                    continue
+                batches = await consumer.getmany(timeout_ms=int(interval * 1000))
+            except asyncio.CancelledError:
+                raise
+            except KAFKA_ERRORS:
+                if self.closing:
+                    return
+                await asyncio.sleep(0.2)
+                continue
+            for records in batches.values():
+                for record in records:
+                    decoded = decode(record, self.pattern, self.wildcard)
+                    if decoded is not None:
+                        self.push(make_message(decoded[0], decoded[1], record, self, None))
+
+    def _take(self, message: Message) -> Message | None:
+        if not self.space.is_set() and len(self.queue) <= BUFFER // 2:
+            self.space.set()
+        return message
+
+    # -- settling a broadcast message changes nothing on the broker ---------------------
+
+    async def ack(self, message: Message) -> None:
+        """Nothing to do: a private reader keeps no offsets."""
+
+    async def nack(self, message: Message, delay: float | None) -> None:
+        """Nothing to do: nothing is kept for redelivery to a broadcast subscriber."""
+
+    async def reject(self, message: Message, reason: str) -> None:
+        """Nothing to do for broadcast messages."""
+
+    async def progress(self, message: Message) -> None:
+        """Nothing to do: no redelivery timer runs."""
+
+    async def close(self, timeout: float) -> None:
+        """Stop reading; settling a broadcast message changes nothing, so nothing waits."""
+        if self.closing:
+            return
+        self._stop()
+        self.space.set()
+        self.queue.clear()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        with contextlib.suppress(*KAFKA_ERRORS):
+            await self.consumer.stop()
+        self.transport.forget(self)

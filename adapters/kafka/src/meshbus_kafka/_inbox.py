@@ -1,0 +1,104 @@
+"""What every ``kafka://`` subscription shares: a queue of messages waiting for
+``__anext__``, and turning consumer records into meshbus messages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from meshbus.headers import ATTEMPT, CORRELATION_ID, MESSAGE_ID, REPLY_TO
+from meshbus.message import Message
+from meshbus.subjects import matches
+from meshbus.transport import Envelope
+from meshbus_kafka._names import SUBJECT_HEADER, is_hashed, subject_of
+
+if TYPE_CHECKING:
+    from meshbus_kafka._transport import KafkaTransport
+
+__all__ = ["Inbox", "decode"]
+
+
+def decode(record: Any, pattern: str, wildcard: bool) -> tuple[str, dict[str, str]] | None:
+    """The subject and headers of ``record``, or ``None`` when the pattern does not match
+    (records of hashed topics or retry topics whose subject is another)."""
+    headers = {name: value.decode() for name, value in record.headers}
+    subject = headers.get(SUBJECT_HEADER)
+    topic: str = record.topic
+    if subject is None:
+        if is_hashed(topic):
+            return None
+        subject = subject_of(topic)
+    else:
+        del headers[SUBJECT_HEADER]
+        if wildcard and not matches(pattern, subject):
+            return None
+    return subject, headers
+
+
+def make_message(
+    subject: str, headers: dict[str, str], record: Any, settler: Any, token: Any
+) -> Message:
+    """A meshbus message for a consumer record."""
+    key = record.key
+    attempt = headers.get(ATTEMPT)
+    return Message(
+        subject,
+        record.value or b"",
+        headers,
+        key=key.decode() if key is not None else None,
+        id=headers.get(MESSAGE_ID, ""),
+        attempt=int(attempt) if attempt is not None else 1,
+        reply_to=headers.get(REPLY_TO),
+        settler=settler,
+        token=token,
+    )
+
+
+class Inbox:
+    """Messages delivered to one subscription, waiting for ``__anext__``."""
+
+    def __init__(self, transport: KafkaTransport, pattern: str) -> None:
+        self.transport = transport
+        self.pattern = pattern
+        self.wildcard = "*" in pattern or ">" in pattern
+        self.max_payload = transport.capabilities.max_payload
+        self.queue: deque[Message] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.closing = False
+
+    def __aiter__(self) -> Inbox:
+        return self
+
+    def push(self, message: Message) -> None:
+        self.queue.append(message)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def __anext__(self) -> Message:
+        while True:
+            if self.closing:
+                raise StopAsyncIteration
+            if self.queue:
+                message = self._take(self.queue.popleft())
+                if message is not None:
+                    return message
+                continue
+            waiter = self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+
+    def _take(self, message: Message) -> Message | None:
+        return message
+
+    def _stop(self) -> None:
+        self.closing = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def respond(self, message: Message, reply: Envelope) -> None:
+        """Send ``reply`` to the requester's reply topic, with its correlation id."""
+        await self.transport.send_reply(reply, message.headers.get(CORRELATION_ID, ""))

@@ -1,0 +1,303 @@
+"""Group members of the ``kafka://`` channel: one consumer in the group's Kafka consumer
+group, with manual commits.
+
+- The consumer group is ``<group>@<pattern>``; it reads the pattern's topics (by name, or by
+  regular expression for wildcards) and its own retry topic.
+- Offsets are committed every ``commit_interval`` seconds, when partitions are revoked and on
+  close, and only up to the first unsettled record of each partition (``_tracker``).
+- ``nack(delay)`` publishes the message to the retry topic (attempt + 1, due time in headers)
+  and settles the original, so the partition does not stall; a retry record is held in memory
+  until due. ``reject(reason)`` publishes to ``dead-letter.<group>`` and settles.
+- At most ``prefetch`` records are fetched and not yet settled; past that the member pauses its
+  partitions (still polling, so it stays in the group).
+- Messages handed out and still unsettled when their partition is revoked (after waiting
+  ``rebalance_grace``) or the member closes (after the drain timeout) are given back through
+  the retry topic with the attempt counted; settling them afterwards changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.abc import ConsumerRebalanceListener
+
+from meshbus.errors import Closed, ConnectFailed
+from meshbus.message import Message
+from meshbus_kafka._errors import KAFKA_ERRORS, mapped
+from meshbus_kafka._inbox import Inbox, decode, make_message
+from meshbus_kafka._names import group_id, pattern_regex, retry_topic, topic_of
+from meshbus_kafka._tracker import Partition, Token
+
+if TYPE_CHECKING:
+    from meshbus_kafka._transport import KafkaTransport
+
+__all__ = ["DUE_HEADER", "Member"]
+
+DUE_HEADER = "mb-due"
+"""Header of retry records: when (ms since the epoch) to deliver the message again."""
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, member: Member) -> None:
+        self.member = member
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.member.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.member.assigned(set(assigned))
+
+
+class Member(Inbox):
+    """One member of a group (see the module docstring)."""
+
+    def __init__(self, transport: KafkaTransport, pattern: str, group: str, prefetch: int) -> None:
+        super().__init__(transport, pattern)
+        self.group = group
+        self.kafka_group = group_id(group, pattern)
+        self.retry = retry_topic(self.kafka_group)
+        self.prefetch = prefetch
+        self.options = transport.options
+        self.parts: dict[Any, Partition] = {}
+        self.in_flight: set[Message] = set()
+        self.delayed: set[Message] = set()
+        self.space = asyncio.Event()
+        self.joined = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.consumer: Any = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        transport = self.transport
+        await transport.ensure_topic(self.retry)
+        if self.wildcard:
+            regex = f"(?:{pattern_regex(self.pattern)})|^{self.retry}$"
+            extra = {"metadata_max_age_ms": int(self.options.discover_interval * 1000)}
+        else:
+            topic = topic_of(self.pattern)
+            await transport.ensure_topic(topic)
+            await transport.pin_group(self.kafka_group, [topic])
+            extra = {}
+        self.consumer = consumer = transport.make_consumer(
+            group_id=self.kafka_group, auto_offset_reset="earliest", **extra
+        )
+        listener = _Listener(self)
+        if self.wildcard:
+            consumer.subscribe(pattern=regex, listener=listener)
+        else:
+            consumer.subscribe(topics=[topic, self.retry], listener=listener)
+        wait = max(10.0, self.options.session_timeout_ms / 1000 * 3)
+        try:
+            with mapped("subscribe", self.pattern):
+                await consumer.start()
+            async with asyncio.timeout(wait):
+                await self.joined.wait()
+        except TimeoutError:
+            await consumer.stop()
+            raise ConnectFailed(
+                f"joining the Kafka consumer group {self.kafka_group!r} took over {wait:g} s"
+            ) from None
+        except BaseException:
+            await consumer.stop()
+            raise
+        self.tasks = [asyncio.create_task(self._fetch()), asyncio.create_task(self._commits())]
+
+    # -- rebalancing -----------------------------------------------------------------------
+
+    def assigned(self, tps: set[Any]) -> None:
+        for tp in tps:
+            self.parts[tp] = Partition(tp)
+        self.joined.set()
+
+    async def revoked(self, tps: set[Any]) -> None:
+        """Let handed-out messages of ``tps`` be settled for a while, give back the rest,
+        commit, and forget the partitions (queued records come again from the new owner)."""
+        if not tps:
+            return
+        await self._drain(self.options.rebalance_grace, tps)
+        for message in [m for m in self.in_flight if m.token.part.tp in tps]:
+            await self._give_back(message)
+        await self._commit([self.parts[tp] for tp in tps if tp in self.parts])
+        for tp in tps:
+            part = self.parts.pop(tp, None)
+            if part is not None:
+                part.live = False
+        for message in [m for m in self.delayed if not m.token.part.live]:
+            message.token.timer.cancel()
+            self.delayed.discard(message)
+        self.space.set()
+
+    async def _drain(self, timeout: float, tps: set[Any] | None) -> None:
+        """Wait up to ``timeout`` until no handed-out message (of ``tps``) is unsettled."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(tps is None or m.token.part.tp in tps for m in self.in_flight):
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self.changed.wait()
+
+    # -- fetching --------------------------------------------------------------------------
+
+    def _room(self) -> int:
+        return self.prefetch - len(self.queue) - len(self.in_flight) - len(self.delayed)
+
+    async def _fetch(self) -> None:
+        consumer = self.consumer
+        loop = asyncio.get_running_loop()
+        paused = False
+        while not self.closing:
+            room = self._room()
+            try:
+                if room <= 0 and not paused:
+                    consumer.pause(*consumer.assignment())
+                    paused = True
+                elif room > 0 and paused:
+                    consumer.resume(*consumer.assignment())
+                    paused = False
+                batches = await consumer.getmany(timeout_ms=200, max_records=max(room, 1))
+            except asyncio.CancelledError:
+                raise
+            except KAFKA_ERRORS:
+                if self.closing:
+                    return
+                await asyncio.sleep(0.2)
+                continue
+            now = time.time()
+            for tp, records in batches.items():
+                part = self.parts.get(tp)
+                if part is None:
+                    continue
+                for record in records:
+                    part.fetched(record.offset)
+                    decoded = self._decode(record)
+                    if decoded is None:
+                        part.settle(record.offset)
+                        continue
+                    subject, headers = decoded
+                    token = Token(part, record.offset)
+                    message = make_message(subject, headers, record, self, token)
+                    due = headers.pop(DUE_HEADER, None)
+                    if due is not None and (delay := int(due) / 1000 - now) > 0:
+                        self.delayed.add(message)
+                        token.timer = loop.call_later(delay, self._due, message)
+                    else:
+                        self.push(message)
+
+    def _decode(self, record: Any) -> tuple[str, dict[str, str]] | None:
+        return decode(record, self.pattern, self.wildcard)
+
+    def _due(self, message: Message) -> None:
+        self.delayed.discard(message)
+        if not self.closing:
+            self.push(message)
+
+    def _take(self, message: Message) -> Message | None:
+        if not message.token.part.live:
+            return None
+        self.in_flight.add(message)
+        return message
+
+    # -- committing ------------------------------------------------------------------------
+
+    async def _commits(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.commit_interval)
+            await self._commit(list(self.parts.values()))
+
+    async def _commit(self, parts: list[Partition]) -> None:
+        offsets: dict[Any, int] = {}
+        for part in parts:
+            position = part.position()
+            if position is not None and position != part.committed and part.live:
+                offsets[part.tp] = position
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except KAFKA_ERRORS:
+            return  # a rebalance is under way: committed again when it settles
+        for part in parts:
+            if part.tp in offsets:
+                part.committed = offsets[part.tp]
+
+    # -- settling --------------------------------------------------------------------------
+
+    def _settled(self, message: Message) -> Token | None:
+        token: Token | None = message.token
+        self.in_flight.discard(message)
+        self.changed.set()
+        if token is None or token.given_back:
+            return None
+        if not self.space.is_set():
+            self.space.set()
+        return token
+
+    async def ack(self, message: Message) -> None:
+        """Mark the record settled; its offset is committed once all before it are."""
+        token = self._settled(message)
+        if token is not None:
+            token.part.settle(token.offset)
+
+    async def nack(self, message: Message, delay: float | None) -> None:
+        """Publish the message to the retry topic (due after ``delay``), then settle it."""
+        token = self._settled(message)
+        if token is None:
+            return
+        limit = self.options.max_deliver
+        if 0 < limit <= message.attempt:
+            reason = f"delivered {message.attempt} times, the group's max_deliver"
+            await self.transport.dead_letter(message, self.group, reason)
+        else:
+            await self.transport.retry(self.retry, message, delay)
+        token.part.settle(token.offset)
+
+    async def reject(self, message: Message, reason: str) -> None:
+        """Publish to ``dead-letter.<group>`` (confirmed), then settle."""
+        token = self._settled(message)
+        if token is not None:
+            await self.transport.dead_letter(message, self.group, reason)
+            token.part.settle(token.offset)
+
+    async def progress(self, message: Message) -> None:
+        """Nothing to do: Kafka runs no per-message timer (the member keeps polling)."""
+
+    async def _give_back(self, message: Message) -> None:
+        token: Token = message.token
+        self.in_flight.discard(message)
+        token.given_back = True
+        try:
+            await self.transport.retry(self.retry, message, None)
+        except Exception:
+            return  # left unsettled: the partition's next owner delivers it again
+        token.part.settle(token.offset)
+
+    async def close(self, timeout: float) -> None:
+        """Stop fetching, wait up to ``timeout`` for handed-out messages to be settled, give
+        the rest back through the retry topic, commit, leave the group."""
+        if self.closing:
+            return
+        self._stop()
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.queue.clear()
+        for message in self.delayed:
+            message.token.timer.cancel()
+        self.delayed.clear()
+        if self.in_flight and timeout > 0:
+            await self._drain(timeout, None)
+        for message in list(self.in_flight):
+            with contextlib.suppress(Closed):
+                await self._give_back(message)
+        await self._commit(list(self.parts.values()))
+        with contextlib.suppress(*KAFKA_ERRORS):
+            await self.consumer.stop()
+        self.transport.forget(self)

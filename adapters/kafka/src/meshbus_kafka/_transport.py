@@ -1,0 +1,372 @@
+"""``kafka://`` — the Kafka channel on aiokafka (see ``_names`` for topics, ``_member`` for
+groups, ``_broadcast`` for broadcast subscribers).
+
+One idempotent producer (``acks=all``) per transport publishes; topics are created with
+``partitions`` partitions the first time this transport publishes or subscribes to them (an
+existing topic is used as it is). The record key is the meshbus key, so Kafka's partitioner
+keeps messages of one key in one partition, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
+
+from meshbus.errors import Closed, ConnectFailed, PayloadTooLarge, PublishRejected, RequestTimeout
+from meshbus.headers import (
+    ATTEMPT,
+    CORRELATION_ID,
+    DEAD_GROUP,
+    DEAD_REASON,
+    DEAD_SUBJECT,
+    MESSAGE_ID,
+    REPLY_TO,
+    dead_letter_subject,
+)
+from meshbus.message import Message
+from meshbus.transport import Capabilities, Envelope
+from meshbus_kafka._broadcast import Broadcast
+from meshbus_kafka._errors import KAFKA_ERRORS, mapped
+from meshbus_kafka._member import DUE_HEADER, Member
+from meshbus_kafka._names import (
+    SUBJECT_HEADER,
+    group_id,
+    is_hashed,
+    reply_topic,
+    retry_topic,
+    topic_of,
+)
+from meshbus_kafka._options import KafkaOptions
+from meshbus_kafka._replies import Replies
+
+__all__ = ["RECORD_HEADROOM", "KafkaTransport"]
+
+log = logging.getLogger("meshbus.kafka")
+
+RECORD_HEADROOM = 32 * 1024
+"""Bytes a record may use beyond ``max_payload`` for its key and headers."""
+_EXISTS = 36  # TOPIC_ALREADY_EXISTS
+
+
+class _Partitioner:
+    """Kafka's murmur2 for keyed records; records without a key all go to one partition per
+    publisher (chosen by its client id), so that one publisher's messages keep their order."""
+
+    def __init__(self, client_uid: str) -> None:
+        self.slot = int(client_uid, 16)
+        self.default = DefaultPartitioner()
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return all_partitions[self.slot % len(all_partitions)]
+        partition: int = self.default(key, all_partitions, available)
+        return partition
+
+
+class KafkaTransport:
+    """The ``kafka://`` channel (see the module docstring and the README's Kafka section)."""
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        self.url = url
+        self.options = KafkaOptions.parse(url, options or {})
+        self.capabilities = Capabilities(
+            max_payload=self.options.max_payload, durable=True, ordered_by_key=True
+        )
+        self.record_limit = self.options.max_payload + RECORD_HEADROOM
+        self.client_uid = uuid.uuid4().hex[:16]
+        self._producer: Any = None
+        self._admin: Any = None
+        self._replies: Replies | None = None
+        self._topics: dict[str, asyncio.Future[None]] = {}
+        self._topic_of: dict[str, str] = {}
+        self._pinned: set[str] = set()
+        self._subs: set[Broadcast | Member] = set()
+        self._closed = False
+
+    # -- connection ------------------------------------------------------------------------
+
+    @property
+    def producer(self) -> Any:
+        """The aiokafka producer (``Closed`` before start and after close)."""
+        if self._producer is None or self._closed:
+            raise Closed(f"{self.url} is not connected")
+        return self._producer
+
+    async def start(self) -> None:
+        """Connect the producer and admin client; failing raises ``ConnectFailed`` at once."""
+        opts = self.options
+        common = opts.client_kwargs()
+        producer = AIOKafkaProducer(
+            **common,
+            acks="all",
+            enable_idempotence=opts.idempotence,
+            linger_ms=opts.linger_ms,
+            max_batch_size=opts.max_batch_size,
+            max_request_size=self.record_limit + 1024,
+            partitioner=_Partitioner(self.client_uid),
+        )
+        admin = AIOKafkaAdminClient(**common)
+        servers = ",".join(opts.bootstrap_servers)
+        try:
+            async with asyncio.timeout(opts.connect_timeout):
+                await admin.start()
+                await producer.start()
+        except (*KAFKA_ERRORS, TimeoutError) as exc:
+            with contextlib.suppress(*KAFKA_ERRORS):
+                await producer.stop()
+            with contextlib.suppress(*KAFKA_ERRORS):
+                await admin.close()
+            hint = ""
+            if opts.idempotence and not isinstance(exc, TimeoutError | OSError):
+                hint = " (a broker without idempotent producers needs idempotence=false)"
+            raise ConnectFailed(f"cannot connect to Kafka at {servers}: {exc!r}{hint}") from exc
+        self._producer, self._admin = producer, admin
+
+    def make_consumer(self, group_id: str | None, auto_offset_reset: str, **extra: Any) -> Any:
+        """An aiokafka consumer with this channel's settings and manual commits."""
+        opts = self.options
+        settings: dict[str, Any] = {
+            **opts.client_kwargs(),
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": auto_offset_reset,
+            "session_timeout_ms": opts.session_timeout_ms,
+            "heartbeat_interval_ms": opts.heartbeat_interval_ms,
+            "fetch_max_wait_ms": opts.fetch_max_wait_ms,
+            "max_partition_fetch_bytes": max(1 << 20, self.record_limit + 4096),
+        }
+        settings.update(extra)
+        return AIOKafkaConsumer(**settings)
+
+    # -- topics ----------------------------------------------------------------------------
+
+    def topic(self, subject: str) -> str:
+        """The topic of ``subject`` (cached)."""
+        topic = self._topic_of.get(subject)
+        if topic is None:
+            topic = topic_of(subject)
+            if len(self._topic_of) > 4096:
+                self._topic_of.clear()
+            self._topic_of[subject] = topic
+        return topic
+
+    async def ensure_topic(self, topic: str, partitions: int | None = None) -> None:
+        """Create ``topic`` unless this transport made or saw it before (exists: fine)."""
+        known = self._topics.get(topic)
+        if known is not None and (not known.done() or known.exception() is None):
+            await known
+            return
+        future = self._topics[topic] = asyncio.get_running_loop().create_future()
+        new = NewTopic(topic, partitions or self.options.partitions, self.options.replication)
+        try:
+            with mapped("topic creation", topic):
+                if self._admin is None or self._closed:
+                    raise Closed(f"{self.url} is not connected")
+                response = await self._admin.create_topics([new])
+            for _name, code, *rest in response.topic_errors:
+                if code not in (0, _EXISTS):
+                    raise PublishRejected(f"Kafka refused to create topic {topic!r}: {rest}")
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: the next call tries again
+            raise
+        future.set_result(None)
+
+    async def pin_group(self, kafka_group: str, topics: list[str]) -> None:
+        """Give a new consumer group a position on ``topics``: their current end, committed
+        (a group that has committed offsets keeps them). Messages published after this are
+        kept for the group even before its first member joins."""
+        if kafka_group in self._pinned:
+            return
+        consumer = self.make_consumer(group_id=kafka_group, auto_offset_reset="latest")
+        with mapped("declare group", kafka_group):
+            await consumer.start()
+            try:
+                await consumer._client.force_metadata_update()
+                cluster = consumer._client.cluster
+                tps = [
+                    TopicPartition(topic, p)
+                    for topic in topics
+                    for p in cluster.partitions_for_topic(topic) or ()
+                ]
+                consumer.assign(tps)
+                committed = [await consumer.committed(tp) for tp in tps]
+                if tps and all(offset is None for offset in committed):
+                    ends = await consumer.end_offsets(tps)
+                    await consumer.commit(ends)
+            finally:
+                await consumer.stop()
+        self._pinned.add(kafka_group)
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def _record(self, envelope: Envelope, topic: str) -> tuple[bytes | None, list[Any]]:
+        headers: list[tuple[str, bytes]] = [(MESSAGE_ID, envelope.id.encode())]
+        key = envelope.key.encode() if envelope.key is not None else None
+        if envelope.headers:
+            headers.extend((k, v.encode()) for k, v in envelope.headers.items())
+        if is_hashed(topic):
+            headers.append((SUBJECT_HEADER, envelope.subject.encode()))
+        if len(headers) > 1 or key is not None:
+            size = len(envelope.data) + len(key or b"") + 64
+            size += sum(len(k) + len(v) + 8 for k, v in headers)
+            if size > self.record_limit:
+                raise PayloadTooLarge(size, self.record_limit, envelope.subject)
+        return key, headers
+
+    async def _send(self, topic: str, data: bytes, key: bytes | None, headers: Any) -> Any:
+        with mapped("publish", topic):
+            return await self.producer.send(topic, data, key=key, headers=headers)
+
+    async def _confirm(self, futures: list[Any], subject: str, timeout: float | None) -> None:
+        try:
+            with mapped("publish", subject, timeout or 0):
+                async with asyncio.timeout(timeout):
+                    if len(futures) == 1:
+                        await futures[0]
+                    else:
+                        await asyncio.gather(*futures)
+        except BaseException:
+            for future in futures:
+                if future.done() and not future.cancelled():
+                    future.exception()
+            raise
+
+    async def publish(self, envelope: Envelope, timeout: float | None) -> None:
+        """Send one record and wait for the broker's ``acks=all`` answer."""
+        topic = self.topic(envelope.subject)
+        if topic not in self._topics:
+            await self.ensure_topic(topic)
+        key, headers = self._record(envelope, topic)
+        future = await self._send(topic, envelope.data, key, headers)
+        await self._confirm([future], envelope.subject, timeout)
+
+    async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
+        """Send every record (batched by the producer), then wait for all acks together."""
+        records = []
+        for envelope in envelopes:
+            topic = self.topic(envelope.subject)
+            if topic not in self._topics:
+                await self.ensure_topic(topic)
+            records.append((topic, envelope.data, *self._record(envelope, topic)))
+        send = self.producer.send
+        futures = []
+        with mapped("publish", envelopes[0].subject if envelopes else ""):
+            for topic, data, key, headers in records:
+                futures.append(await send(topic, data, key=key, headers=headers))
+        if futures:
+            await self._confirm(futures, envelopes[0].subject, timeout)
+
+    async def _republish(self, topic: str, message: Message, headers: dict[str, str]) -> None:
+        await self.ensure_topic(topic)
+        key = message.key.encode() if message.key is not None else None
+        encoded = [(k, v.encode()) for k, v in headers.items()]
+        future = await self._send(topic, message.data, key, encoded)
+        await self._confirm([future], message.subject, 30.0)
+
+    async def retry(self, topic: str, message: Message, delay: float | None) -> None:
+        """Publish ``message`` to a group's retry topic, due after ``delay`` seconds."""
+        headers = dict(message.headers)
+        headers[ATTEMPT] = str(message.attempt + 1)
+        headers[SUBJECT_HEADER] = message.subject
+        headers[DUE_HEADER] = str(int((time.time() + (delay or 0.0)) * 1000))
+        await self._republish(topic, message, headers)
+
+    async def dead_letter(self, message: Message, group: str, reason: str) -> None:
+        """Publish ``message`` to ``dead-letter.<group>`` with the reason and attempt count."""
+        headers = dict(message.headers)
+        headers[DEAD_SUBJECT] = message.subject
+        headers[DEAD_REASON] = reason
+        headers[DEAD_GROUP] = group
+        headers[ATTEMPT] = str(message.attempt)
+        subject = dead_letter_subject(group)
+        topic = self.topic(subject)
+        if is_hashed(topic):
+            headers[SUBJECT_HEADER] = subject
+        await self._republish(topic, message, headers)
+
+    async def send_reply(self, reply: Envelope, correlation: str) -> None:
+        """Send a reply to a requester's reply topic (named by its ``mb-reply-to``)."""
+        headers = [(CORRELATION_ID, correlation.encode())]
+        headers.extend((k, v.encode()) for k, v in reply.headers.items())
+        future = await self._send(reply.subject, reply.data, None, headers)
+        await self._confirm([future], reply.subject, 30.0)
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    async def subscribe(self, pattern: str, group: str | None, prefetch: int) -> Broadcast | Member:
+        """A broadcast reader, or a member of ``group``; active when this returns."""
+        if self._closed:
+            raise Closed(f"{self.url} is closed")
+        sub: Broadcast | Member
+        sub = Broadcast(self, pattern) if group is None else Member(self, pattern, group, prefetch)
+        await sub.start()
+        self._subs.add(sub)
+        return sub
+
+    async def declare_group(self, pattern: str, group: str) -> None:
+        """Create the group's topics and pin its starting offsets (the topics' current end)."""
+        kafka_group = group_id(group, pattern)
+        await self.ensure_topic(retry_topic(kafka_group))
+        if "*" not in pattern and ">" not in pattern:
+            topic = topic_of(pattern)
+            await self.ensure_topic(topic)
+            await self.pin_group(kafka_group, [topic])
+
+    def forget(self, sub: Broadcast | Member) -> None:
+        """A subscription closed."""
+        self._subs.discard(sub)
+
+    # -- request / reply -------------------------------------------------------------------
+
+    async def request(self, envelope: Envelope, timeout: float) -> Message:
+        """Publish with ``mb-reply-to`` (this client's reply topic) and ``mb-correlation-id``;
+        wait for the reply with that id."""
+        if self._replies is None:
+            self._replies = Replies(self, reply_topic(self.client_uid))
+        replies = self._replies
+        await replies.start()
+        envelope.headers = {
+            **envelope.headers,
+            REPLY_TO: replies.topic,
+            CORRELATION_ID: envelope.id,
+        }
+        waiter = replies.expect(envelope.id)
+        try:
+            await self.publish(envelope, timeout)
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except TimeoutError as exc:
+            raise RequestTimeout(envelope.subject, timeout) from exc
+        finally:
+            replies.forget(envelope.id)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    async def close(self, timeout: float) -> None:
+        """Drain subscriptions (up to ``timeout``), flush, disconnect. Idempotent."""
+        if self._closed or self._producer is None:
+            self._closed = True
+            return
+        await asyncio.gather(
+            *(sub.close(timeout) for sub in list(self._subs)), return_exceptions=True
+        )
+        if self._replies is not None:
+            await self._replies.close()
+        self._closed = True
+        with contextlib.suppress(*KAFKA_ERRORS):
+            await self._producer.stop()
+        with contextlib.suppress(*KAFKA_ERRORS):
+            await self._admin.close()
+
+    def __repr__(self) -> str:
+        return f"KafkaTransport({self.url!r})"
