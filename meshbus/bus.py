@@ -185,6 +185,10 @@ class Bus(AsyncResource):
                         await self._idle.wait()
                 except TimeoutError:
                     pass
+                quiesce = getattr(self._listener, "quiesce", None)
+                if quiesce is not None:
+                    # Direct peers stop sending; what was accepted is handed out first.
+                    await quiesce(max(0.0, deadline - loop.time()))
                 subs = list(self._subscriptions)
                 await asyncio.gather(
                     *(s.close(max(0.0, deadline - loop.time())) for s in subs),

@@ -32,8 +32,8 @@ class Subscription(AsyncResource):
         self.group = group
         self.prefetch = prefetch
         self._parts: list[TransportSubscription] = []
-        self._merged: asyncio.Queue[Message | None] | None = None
-        self._pumps: list[asyncio.Task[None]] = []
+        self._live: list[TransportSubscription] = []  # parts still iterating (several channels)
+        self._reads: dict[int, asyncio.Task[Message]] = {}  # one pending read per live part
         self._state = 0  # 0 new, 1 active, 2 closed
 
     async def start(self) -> Subscription:
@@ -53,25 +53,10 @@ class Subscription(AsyncResource):
                 await part.close(0)
             self._state = 2
             raise
-        if len(self._parts) > 1:
-            self._merged = asyncio.Queue(maxsize=1)
-            self._pumps = [asyncio.create_task(self._pump(part)) for part in self._parts]
+        self._live = list(self._parts)
         self._state = 1
         self.bus._track(self, True)
         return self
-
-    async def _pump(self, part: TransportSubscription) -> None:
-        assert self._merged is not None
-        try:
-            async for message in part:
-                try:
-                    await self._merged.put(message)
-                except asyncio.CancelledError:
-                    await message.nack()  # never reached the user: give it straight back
-                    raise
-        finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                self._merged.put_nowait(None)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -81,14 +66,39 @@ class Subscription(AsyncResource):
             if self._state == 0:
                 raise Closed("enter the subscription first: 'async with bus.subscribe(...)'")
             raise StopAsyncIteration
-        if self._merged is None:
+        if len(self._parts) == 1:
             return await self._parts[0].__anext__()
+        return await self._next_of_several()
+
+    async def _next_of_several(self) -> Message:
+        """The next message from whichever channel has one. Nothing is read ahead: reads are
+        armed only while the user waits, and one that took nothing is cancelled."""
         while True:
-            item = await self._merged.get()
-            if item is not None:
-                return item
-            if all(task.done() for task in self._pumps):
+            finished = [key for key, task in self._reads.items() if task.done()]
+            if finished:
+                key = finished[0]
+                task = self._reads.pop(key)
+                error = task.exception()
+                if isinstance(error, StopAsyncIteration):
+                    self._live = [part for part in self._live if id(part) != key]
+                    continue
+                # Nothing stays armed while the user works on this message: unfinished reads
+                # are cancelled (they took nothing); finished ones are kept for the next call.
+                for other_key, other in list(self._reads.items()):
+                    if not other.done():
+                        other.cancel()
+                        del self._reads[other_key]
+                if error is not None:
+                    raise error
+                return task.result()  # also while closing: it was taken before the close
+            if self._state != 1:
                 raise StopAsyncIteration
+            for part in self._live:
+                if id(part) not in self._reads:
+                    self._reads[id(part)] = asyncio.ensure_future(part.__anext__())
+            if not self._reads:
+                raise StopAsyncIteration
+            await asyncio.wait(self._reads.values(), return_when=asyncio.FIRST_COMPLETED)
 
     async def close(self, timeout: float | None = None) -> None:
         """Drain and end the subscription (idempotent)."""
@@ -97,19 +107,18 @@ class Subscription(AsyncResource):
         self._state = 2
         self.bus._track(self, False)
         budget = self.bus.drain_timeout if timeout is None else timeout
-        for task in self._pumps:
-            task.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
-        if self._merged is not None:
-            # Messages merged but never handed to the user go back at once, so that the
-            # drain below waits only for the ones the user holds.
-            while not self._merged.empty():
-                held = self._merged.get_nowait()
-                if held is not None and not held.settled:
-                    await held.nack()
-            with contextlib.suppress(asyncio.QueueFull):
-                self._merged.put_nowait(None)
+        unfinished = [key for key, task in self._reads.items() if not task.done()]
+        for key in unfinished:
+            self._reads.pop(key).cancel()  # armed, took nothing
         await asyncio.gather(*(part.close(budget) for part in self._parts))
+        # A read that finished just as the close began is still the user's to take during the
+        # drain above; one nobody took by now goes back to its group.
+        leftover, self._reads = list(self._reads.values()), {}
+        for read in leftover:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                message = read.result()
+                if not message.settled:
+                    await message.nack()
 
     def __repr__(self) -> str:
         group = f", group={self.group!r}" if self.group else ""

@@ -55,8 +55,9 @@ REFUSE_CLOSING = 2
 class _Served:
     """One inbound connection and what it is owed."""
 
-    def __init__(self, conn: Connection, credit: int) -> None:
+    def __init__(self, conn: Connection, credit: int, progress: asyncio.Event) -> None:
         self.conn = conn
+        self.progress = progress
         self.queue: asyncio.Queue[Pub] = asyncio.Queue()
         self.owed = 0  # credit earned back, not sent yet
         self.batch = max(1, credit // 4)
@@ -64,6 +65,7 @@ class _Served:
         self.task: asyncio.Task[None] | None = None
 
     def taken(self) -> None:
+        self.progress.set()
         self.owed += 1
         if self.owed >= self.batch and not self.conn.closed.is_set():
             with contextlib.suppress(ConnectionLost):
@@ -108,6 +110,8 @@ class DirectListener:
         self._served: set[_Served] = set()
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._progress = asyncio.Event()
+        self._draining = False
         self._closing = False
 
     @property
@@ -156,7 +160,7 @@ class DirectListener:
         if self._closing:
             await conn.close("listener is closing")
             return
-        served = _Served(conn, self.config.settings.credit)
+        served = _Served(conn, self.config.settings.credit, self._progress)
         self._served.add(served)
         served.task = asyncio.create_task(self._deliver(served))
         conn.start(lambda frame: self._on_frame(served, frame))
@@ -180,8 +184,9 @@ class DirectListener:
         last_accept = 0
         while True:
             pub = await served.queue.get()
-            if self._closing:
+            if self._closing or self._draining:
                 conn.send(Refuse(pub.seq, REFUSE_CLOSING, "listener is closing"))
+                served.taken()
                 continue
             if not await self._queue_locally(served, pub):
                 conn.send(Refuse(pub.seq, REFUSE_NO_SUBSCRIBER, "no subscriber for it here"))
@@ -189,6 +194,7 @@ class DirectListener:
             elif served.queue.empty() or pub.seq - last_accept >= 64:
                 conn.send(Accept(pub.seq))
                 last_accept = pub.seq
+            self._progress.set()
             await conn.drain()
 
     async def _queue_locally(self, served: _Served, pub: Pub) -> bool:
@@ -306,6 +312,22 @@ class DirectListener:
 
     async def declare_group(self, pattern: str, group: str) -> None:
         raise NotSupported("direct channels are not durable: a group exists while a member does")
+
+    async def quiesce(self, timeout: float) -> None:
+        """The first step of closing: tell every peer to send nothing new (BYE), then give
+        local members up to ``timeout`` seconds to take what this listener already accepted,
+        so that closing loses nothing that was confirmed to a publisher."""
+        self._draining = True  # PUBs still on their way are refused: they go to other members
+        for served in list(self._served):
+            with contextlib.suppress(ConnectionLost):
+                served.conn.send(Bye("listener is closing"))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while any(s.queue.qsize() for s in self._served) or any(
+                    group.queue for group in self._hub.groups.values()
+                ):
+                    self._progress.clear()
+                    await self._progress.wait()  # set whenever a PUB is handled or taken
 
     async def close(self, timeout: float) -> None:
         if self._closing:
