@@ -8,6 +8,7 @@ ratios compare like with like (absolute figures are lower than with two processe
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import time
 
@@ -55,16 +56,29 @@ async def raw_one_way(size: int, count: int) -> None:
     await server.wait_closed()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serving(port: int) -> meshbus.Bus:
+    """A service as deployed: its channel is the direct one, its subscriptions served on port."""
+    return meshbus.connect(f"tcp://127.0.0.1:{port}", listen=f"tcp://127.0.0.1:{port}")
+
+
 async def meshbus_one_way(size: int, count: int) -> None:
-    server = meshbus.connect("memory://unused", listen="tcp://127.0.0.1:0")
-    async with server, server.subscribe("bench.data", group="g") as sub:
-        port = server._listener.port  # type: ignore[union-attr]
-        async with meshbus.connect(f"tcp://127.0.0.1:{port}") as client:
-            consumer = asyncio.create_task(consume_acking(sub, count))
-            chunk = [("bench.data", b"x" * size)] * BATCH
-            for _ in range(count // BATCH):
-                await client.publish_many(chunk)
-            await consumer
+    port = free_port()
+    async with (
+        serving(port) as server,
+        server.subscribe("bench.data", group="g") as sub,
+        meshbus.connect(f"tcp://127.0.0.1:{port}") as client,
+    ):
+        consumer = asyncio.create_task(consume_acking(sub, count))
+        chunk = [("bench.data", b"x" * size)] * BATCH
+        for _ in range(count // BATCH):
+            await client.publish_many(chunk)
+        await consumer
 
 
 @pytest.mark.parametrize("size", list(SIZES))
@@ -125,9 +139,8 @@ def test_tcp_request_reply(benchmark: object, run: Runner) -> None:
     rounds = 1_000
 
     async def session() -> None:
-        server = meshbus.connect("memory://unused", listen="tcp://127.0.0.1:0")
-        async with server, server.subscribe("bench.rpc", group="svc") as sub:
-            port = server._listener.port  # type: ignore[union-attr]
+        port = free_port()
+        async with serving(port) as server, server.subscribe("bench.rpc", group="svc") as sub:
 
             async def serve() -> None:
                 async for msg in sub:

@@ -82,6 +82,9 @@ class Connection:
         self.closed = asyncio.Event()
         self.reason = ""
         self._tasks: list[asyncio.Task[None]] = []
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._flush_due = False
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -150,13 +153,25 @@ class Connection:
     # -- sending -------------------------------------------------------------------------------
 
     def send(self, frame: Frame) -> None:
-        """Queue ``frame`` for writing (buffers coalesce in the transport)."""
+        """Queue ``frame``; frames queued in one turn of the event loop go out in one write."""
         if self.closed.is_set():
             raise ConnectionLost(f"connection to {self.name} is closed: {self.reason}")
-        self.writer.writelines(encode(frame))
+        self._out.extend(encode(frame))
+        self._out_size += 1
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        if self._out and not self.closed.is_set():
+            out, self._out, self._out_size = self._out, [], 0
+            self.writer.writelines(out)
 
     async def drain(self) -> None:
         """Wait while more than the high-water mark is buffered for writing."""
+        if self._out_size >= 256:
+            self._flush()
         transport = self.writer.transport
         if transport.get_write_buffer_size() > _HIGH_WATER:
             try:
@@ -236,6 +251,7 @@ class Connection:
     def _end(self, reason: str) -> None:
         if self.closed.is_set():
             return
+        self._flush()  # what was queued (a BYE, ACCEPTs) still goes out before the close
         self.reason = reason
         self.closed.set()
         for waiter in self._pings.values():
