@@ -4,6 +4,18 @@ pytest only accepts ``pytest_plugins`` in the rootdir conftest, so the fixtures 
 ``meshbus.testing.pytest_plugin`` are imported here instead.
 """
 
-from meshbus.testing.pytest_plugin import kafka_broker, nats_server, nats_server_factory
+from meshbus.testing.pytest_plugin import (
+    kafka_broker,
+    nats_server,
+    nats_server_factory,
+    rabbitmq_server,
+    rabbitmq_server_factory,
+)
 
-__all__ = ["kafka_broker", "nats_server", "nats_server_factory"]
+__all__ = [
+    "kafka_broker",
+    "nats_server",
+    "nats_server_factory",
+    "rabbitmq_server",
+    "rabbitmq_server_factory",
+]

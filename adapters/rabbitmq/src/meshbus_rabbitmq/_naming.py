@@ -1,0 +1,53 @@
+"""How meshbus names map onto RabbitMQ: binding keys, and the queues meshbus declares.
+
+Every name starts with ``<queue_prefix><exchange>.`` so that applications that use different
+exchanges (or prefixes) on one vhost never share a queue by accident; two applications that use
+the same exchange and the same group name on the same pattern *are* the same group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["binding_key", "broadcast_queue", "delay_queue", "group_queue"]
+
+_MAX_NAME = 255
+
+
+def binding_key(pattern: str) -> str:
+    """The topic-exchange binding key for a meshbus pattern.
+
+    ``*`` is the same in both. meshbus's ``>`` is one or more trailing tokens, AMQP's ``#`` is
+    zero or more, so ``>`` becomes ``*.#`` (one token, then any number): ``a.>`` binds as
+    ``a.*.#``, which matches ``a.b`` and ``a.b.c`` but not ``a``. Nothing needs filtering on
+    receipt.
+    """
+    if pattern.endswith(">"):
+        return pattern[:-1] + "*.#"
+    return pattern
+
+
+def _fit(name: str, tail: str) -> str:
+    """``name + tail``, or with ``tail`` replaced by a digest where that is over 255 bytes."""
+    full = name + tail
+    if len(full.encode()) <= _MAX_NAME:
+        return full
+    return name + "~" + hashlib.sha1(tail.encode()).hexdigest()[:20]
+
+
+def group_queue(prefix: str, exchange: str, group: str, pattern: str) -> str:
+    """The durable quorum queue of ``group`` on ``pattern``:
+    ``<prefix><exchange>.g.<group>.<pattern>`` (the pattern part hashed when too long)."""
+    return _fit(f"{prefix}{exchange}.g.{group}.", pattern)
+
+
+def broadcast_queue(prefix: str, exchange: str, token: str) -> str:
+    """An exclusive auto-delete queue of one broadcast subscription."""
+    return f"{prefix}{exchange}.b.{token}"
+
+
+def delay_queue(target: str, delay_ms: int) -> str:
+    """The TTL queue that holds messages nacked with ``delay_ms`` for the queue ``target``,
+    then dead-letters them back into it."""
+    digest = hashlib.sha1(target.encode()).hexdigest()[:16]
+    return _fit(f"{target[:180]}.delay.{delay_ms}.", digest)

@@ -1,0 +1,321 @@
+"""Subscriptions of the ``amqp://`` channel: broadcast (an exclusive auto-delete queue) and
+group members (consumers of the group's durable quorum queue).
+
+Each has a channel of its own with ``basic.qos(prefetch)``: the broker never has more than
+``prefetch`` unsettled messages out to one subscription. Both also receive requests, which
+travel on the exchange like any message and carry a direct reply-to address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import aiormq.abc
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from pamqp.commands import Basic
+
+from meshbus.headers import ATTEMPT, DEAD_GROUP, DEAD_REASON, DEAD_SUBJECT, KEY
+from meshbus.headers import dead_letter_subject as dead_letter_subject_of
+from meshbus.message import Message
+from meshbus.transport import Envelope
+from meshbus_rabbitmq._errors import AMQP_ERRORS, translate
+from meshbus_rabbitmq._naming import binding_key, broadcast_queue
+
+if TYPE_CHECKING:
+    from meshbus_rabbitmq._transport import RabbitTransport
+
+__all__ = ["PRIOR", "SUBJECT", "Broadcast", "Member", "Subscription"]
+
+PRIOR = "mb-prior-attempts"
+"""Deliveries a message had before it was parked for ``nack(delay)`` (the copy that comes back
+starts a new delivery count)."""
+SUBJECT = "mb-subject"
+"""The original subject of a parked message (dead-lettering back changes its routing key)."""
+_BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
+                   "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
+                   "x-last-death-reason")  # fmt: skip
+
+
+class _Inbox:
+    """Deliveries of one subscription's consumer, waiting for ``__anext__``."""
+
+    def __init__(self, transport: RabbitTransport, pattern: str, prefetch: int) -> None:
+        self.transport = transport
+        self.pattern = pattern
+        self.prefetch = prefetch
+        self.max_payload = transport.capabilities.max_payload
+        self.queue: deque[Message] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.closing = False
+        self.channel: AbstractChannel | None = None
+        self.ch: aiormq.abc.AbstractChannel | None = None
+        self.consumer_tag = ""
+
+    def __aiter__(self) -> _Inbox:
+        return self
+
+    async def __anext__(self) -> Message:
+        while True:
+            if self.closing:
+                raise StopAsyncIteration
+            if self.queue:
+                return await self._take(self.queue.popleft())
+            await self._idle()
+            waiter = self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+
+    async def _take(self, message: Message) -> Message:
+        return message
+
+    async def _idle(self) -> None:
+        """Called when the queue is empty and ``__anext__`` is about to wait."""
+
+    def push(self, message: Message) -> None:
+        self.queue.append(message)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _stop(self) -> None:
+        self.closing = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def queue_name(self) -> str:
+        raise NotImplementedError
+
+    async def declare(self, ch: aiormq.abc.AbstractChannel) -> None:
+        raise NotImplementedError
+
+    async def attach(self, conn: AbstractConnection) -> None:
+        """Open a channel on ``conn``, declare and bind the queue, start consuming (at start
+        and again after each reconnect). Messages of a lost channel are dropped here: the
+        broker delivers them again."""
+        self.queue.clear()
+        channel = await conn.channel(publisher_confirms=False)
+        self.channel = channel
+        ch = await channel.get_underlay_channel()
+        await ch.basic_qos(prefetch_count=self.prefetch)
+        await self.declare(ch)
+        await ch.queue_bind(self.queue_name(), self.transport.exchange,
+                            routing_key=binding_key(self.pattern))  # fmt: skip
+        self.ch = ch
+        ok = await ch.basic_consume(self.queue_name(), self._on_delivery)
+        self.consumer_tag = ok.consumer_tag or ""
+
+    async def detach(self) -> None:
+        """Close the channel (the broker requeues what was not acked)."""
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            with contextlib.suppress(*AMQP_ERRORS):
+                await channel.close()
+
+    def _message(self, delivered: aiormq.abc.DeliveredMessage) -> Message:
+        props = delivered.header.properties
+        headers: dict[str, Any] = props.headers or {}
+        attempt = headers.pop("x-delivery-count", 0) + 1
+        subject = delivered.routing_key or ""
+        if PRIOR in headers:
+            attempt += int(headers.pop(PRIOR))
+            subject = headers.pop(SUBJECT, subject)
+            for name in _BROKER_HEADERS:
+                headers.pop(name, None)
+        return Message(
+            subject,
+            delivered.body,
+            headers,
+            key=headers.get(KEY),
+            id=props.message_id or "",
+            attempt=attempt,
+            reply_to=props.reply_to,
+            settler=self,
+            token=(delivered.channel, delivered.delivery_tag),
+        )
+
+    async def _on_delivery(self, delivered: aiormq.abc.DeliveredMessage) -> None:
+        if not self.closing:
+            self.push(self._message(delivered))
+
+    # -- settling --------------------------------------------------------------------------
+
+    async def ack(self, message: Message) -> None:
+        """Nothing to do by default (broadcast messages are acked when handed out)."""
+
+    async def nack(self, message: Message, delay: float | None) -> None:
+        """Nothing to do by default: a broadcast subscription keeps nothing to redeliver."""
+
+    async def reject(self, message: Message, reason: str) -> None:
+        """Nothing to do by default (broadcast messages have no group to dead-letter into)."""
+
+    async def progress(self, message: Message) -> None:
+        """Nothing to do: RabbitMQ runs no per-delivery timer short of its consumer timeout."""
+
+    async def respond(self, message: Message, reply: Envelope) -> None:
+        """Send ``reply`` to the requester's direct reply-to address."""
+        await self.transport.send_reply(reply, message.id)
+
+
+class Broadcast(_Inbox):
+    """A broadcast subscription: its own exclusive auto-delete queue bound to the pattern.
+    Messages are acked (in batches) as they are handed out, so settling changes nothing."""
+
+    def __init__(self, transport: RabbitTransport, pattern: str, prefetch: int) -> None:
+        super().__init__(transport, pattern, prefetch)
+        options = transport.options
+        self.name = broadcast_queue(options.queue_prefix, transport.exchange, uuid.uuid4().hex)
+        self.unacked = 0
+        self.last: tuple[Any, int] | None = None
+        self.batch = max(1, prefetch // 4)
+
+    def queue_name(self) -> str:
+        return self.name
+
+    async def declare(self, ch: aiormq.abc.AbstractChannel) -> None:
+        await ch.queue_declare(self.name, exclusive=True, auto_delete=True)
+
+    async def _take(self, message: Message) -> Message:
+        self.last = message.token
+        self.unacked += 1
+        if self.unacked >= self.batch:
+            await self._ack_handed_out()
+        return message
+
+    async def _idle(self) -> None:
+        if self.unacked:
+            await self._ack_handed_out()
+
+    async def _ack_handed_out(self) -> None:
+        self.unacked = 0
+        if self.last is not None:
+            ch, tag = self.last
+            self.last = None
+            with contextlib.suppress(*AMQP_ERRORS):  # a lost channel: nothing left to ack
+                await ch.basic_ack(tag, multiple=True, wait=False)
+
+    async def close(self, timeout: float) -> None:
+        """Stop consuming and drop the queue; settling a broadcast message changes nothing."""
+        if self.closing:
+            return
+        self._stop()
+        self.queue.clear()
+        self.transport.forget(self)
+        await self.detach()
+
+
+class Member(_Inbox):
+    """One member of a group: a consumer of the group's quorum queue. ``ack`` is basic.ack,
+    ``nack`` basic.nack with requeue (or, with a delay, a confirmed copy parked in a TTL queue
+    that dead-letters back, then an ack), ``reject`` a confirmed publish to
+    ``dead-letter.<group>`` then an ack."""
+
+    def __init__(self, transport: RabbitTransport, pattern: str, prefetch: int, group: str,
+                 queue: str) -> None:  # fmt: skip
+        super().__init__(transport, pattern, prefetch)
+        self.group = group
+        self.name = queue
+        self.dead_subject = dead_letter_subject_of(group)
+        self.max_deliver = transport.options.max_deliver
+        self.in_flight: set[Message] = set()
+        self.drained: asyncio.Event | None = None
+
+    def queue_name(self) -> str:
+        return self.name
+
+    async def declare(self, ch: aiormq.abc.AbstractChannel) -> None:
+        await ch.queue_declare(self.name, durable=True, arguments={"x-queue-type": "quorum"})
+
+    async def _on_delivery(self, delivered: aiormq.abc.DeliveredMessage) -> None:
+        if self.closing:
+            return  # left unacked: the broker requeues it when the channel closes
+        message = self._message(delivered)
+        if 0 < self.max_deliver < message.attempt:
+            message.attempt -= 1
+            reason = f"delivered {message.attempt} times, the group's max_deliver"
+            with contextlib.suppress(Exception):  # left unacked, it comes again
+                await self._dead_letter(message, reason)
+            return
+        self.push(message)
+
+    async def _take(self, message: Message) -> Message:
+        self.in_flight.add(message)
+        return message
+
+    def _settled(self, message: Message) -> tuple[aiormq.abc.AbstractChannel, int]:
+        self.in_flight.discard(message)
+        if self.drained is not None and not self.in_flight:
+            self.drained.set()
+        token: tuple[aiormq.abc.AbstractChannel, int] = message.token
+        return token
+
+    async def ack(self, message: Message) -> None:
+        """basic.ack: done with. On a channel lost since delivery the ack cannot reach the
+        broker, which delivers the message again (at least once)."""
+        ch, tag = self._settled(message)
+        with contextlib.suppress(*AMQP_ERRORS):
+            await ch.basic_ack(tag, wait=False)
+
+    async def nack(self, message: Message, delay: float | None) -> None:
+        """Requeue at once, or park a copy for ``delay`` seconds and ack the original."""
+        ch, tag = self._settled(message)
+        if not delay:
+            with contextlib.suppress(*AMQP_ERRORS):
+                await ch.basic_nack(tag, requeue=True, wait=False)
+            return
+        headers: dict[str, Any] = dict(message.headers)
+        headers[PRIOR] = str(message.attempt)
+        headers[SUBJECT] = message.subject
+        props = Basic.Properties(headers=headers, delivery_mode=2, message_id=message.id,
+                                 reply_to=message.reply_to)  # fmt: skip
+        await self.transport.publish_delayed(self.name, delay, message.data, props)
+        with contextlib.suppress(*AMQP_ERRORS):
+            await ch.basic_ack(tag, wait=False)
+
+    async def reject(self, message: Message, reason: str) -> None:
+        """Publish to ``dead-letter.<group>`` (confirmed), then ack."""
+        self._settled(message)
+        await self._dead_letter(message, reason)
+
+    async def _dead_letter(self, message: Message, reason: str) -> None:
+        headers = dict(message.headers)
+        headers[DEAD_SUBJECT] = message.subject
+        headers[DEAD_REASON] = reason
+        headers[DEAD_GROUP] = self.group
+        headers[ATTEMPT] = str(message.attempt)
+        await self.transport.publish_dead_letter(
+            self.dead_subject, message.data, headers, f"{message.id}:dead:{self.group}"
+        )
+        ch, tag = message.token
+        try:
+            await ch.basic_ack(tag, wait=False)
+        except AMQP_ERRORS as exc:
+            raise translate(exc, "reject", message.subject) from exc
+
+    async def close(self, timeout: float) -> None:
+        """Stop deliveries, wait up to ``timeout`` for handed-out messages to be settled, then
+        close the channel: the broker requeues every unsettled message."""
+        if self.closing:
+            return
+        self._stop()
+        ch = self.ch
+        if ch is not None and self.consumer_tag:
+            with contextlib.suppress(*AMQP_ERRORS):
+                await ch.basic_cancel(self.consumer_tag)
+        self.queue.clear()
+        if self.in_flight and timeout > 0:
+            self.drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.drained.wait()
+        self.in_flight.clear()
+        self.transport.forget(self)
+        await self.detach()
+
+
+Subscription = Broadcast | Member
