@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Iterable
 
 from meshbus._resource import AsyncResource
 
-__all__ = ["TcpProxy"]
+__all__ = ["TcpProxy", "blocked"]
 
 
 class TcpProxy(AsyncResource):
@@ -97,3 +98,16 @@ class TcpProxy(AsyncResource):
         for task in [*self._pipes, *self._handlers]:
             task.cancel()
         await asyncio.gather(*self._pipes, *self._handlers, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def blocked(proxies: Iterable[TcpProxy]) -> AsyncIterator[None]:
+    """An outage: every proxy cuts its connections and refuses new ones inside the block."""
+    held = list(proxies)
+    for proxy in held:
+        await proxy.block()
+    try:
+        yield
+    finally:
+        for proxy in held:
+            await proxy.unblock()

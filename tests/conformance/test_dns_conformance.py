@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 from test_tcp_conformance import free_port
@@ -16,7 +15,7 @@ from meshbus.bus import Bus
 from meshbus.channels.direct import DnsTransport
 from meshbus.testing import ChannelHarness, ConformanceSuite
 from meshbus.testing.dns import FakeDns, running_dns
-from meshbus.testing.proxy import TcpProxy
+from meshbus.testing.proxy import TcpProxy, blocked
 
 NAME = "pricing.meshbus.test"
 OPTIONS = "interval=0.3&min_refresh=0.1&reconnect_min=0.02&reconnect_max=0.2&heartbeat=2"
@@ -78,15 +77,8 @@ class DnsHarness(ChannelHarness):
                     for change in changes:
                         change.cancel()
 
-    @contextlib.asynccontextmanager
-    async def outage(self) -> AsyncIterator[None]:
-        for proxy in self.proxies:
-            await proxy.block()
-        try:
-            yield
-        finally:
-            for proxy in self.proxies:
-                await proxy.unblock()
+    def outage(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return blocked(self.proxies)
 
     async def aclose(self) -> None:
         for proxy in self.proxies:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import random
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import meshbus
 from meshbus.bus import Bus
 from meshbus.channels.direct import TcpTransport
 from meshbus.testing import ChannelHarness, ConformanceSuite
-from meshbus.testing.proxy import TcpProxy
+from meshbus.testing.proxy import TcpProxy, blocked
 
 BUSES_PER_TEST = 4  # the suite makes one bus to read capabilities, tests up to three more
 OPTIONS = "reconnect_min=0.02&reconnect_max=0.2&connect_timeout=10&heartbeat=2"
@@ -74,15 +73,8 @@ class TcpHarness(ChannelHarness):
                     return
                 await asyncio.gather(*waiting)
 
-    @contextlib.asynccontextmanager
-    async def outage(self) -> AsyncIterator[None]:
-        for proxy in self.proxies:
-            await proxy.block()
-        try:
-            yield
-        finally:
-            for proxy in self.proxies:
-                await proxy.unblock()
+    def outage(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return blocked(self.proxies)
 
     async def aclose(self) -> None:
         for proxy in self.proxies:

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from meshbus.channels.inbox import Inbox as BaseInbox
 from meshbus.headers import ATTEMPT, CORRELATION_ID, MESSAGE_ID, REPLY_TO
 from meshbus.message import Message
 from meshbus.subjects import matches
@@ -55,49 +54,15 @@ def make_message(
     )
 
 
-class Inbox:
+class Inbox(BaseInbox):
     """Messages delivered to one subscription, waiting for ``__anext__``."""
 
     def __init__(self, transport: KafkaTransport, pattern: str) -> None:
+        super().__init__()
         self.transport = transport
         self.pattern = pattern
         self.wildcard = "*" in pattern or ">" in pattern
         self.max_payload = transport.capabilities.max_payload
-        self.queue: deque[Message] = deque()
-        self.waiter: asyncio.Future[None] | None = None
-        self.closing = False
-
-    def __aiter__(self) -> Inbox:
-        return self
-
-    def push(self, message: Message) -> None:
-        self.queue.append(message)
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def __anext__(self) -> Message:
-        while True:
-            if self.closing:
-                raise StopAsyncIteration
-            if self.queue:
-                message = self._take(self.queue.popleft())
-                if message is not None:
-                    return message
-                continue
-            waiter = self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self.waiter = None
-
-    def _take(self, message: Message) -> Message | None:
-        return message
-
-    def _stop(self) -> None:
-        self.closing = True
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
 
     async def respond(self, message: Message, reply: Envelope) -> None:
         """Send ``reply`` to the requester's reply topic, with its correlation id."""

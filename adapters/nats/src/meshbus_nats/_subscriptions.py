@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from typing import TYPE_CHECKING
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from meshbus.channels.inbox import Inbox
 from meshbus.headers import ATTEMPT, DEAD_GROUP, DEAD_REASON, DEAD_SUBJECT, KEY, MESSAGE_ID
 from meshbus.headers import dead_letter_subject as dead_letter_subject_of
 from meshbus.message import Message
@@ -39,45 +39,14 @@ def _delivered(reply: str) -> int:
     return int(tokens[4] if len(tokens) == 9 else tokens[6])
 
 
-class _Inbox:
+class _Inbox(Inbox):
     """Messages delivered to one subscription, waiting for ``__anext__``."""
 
     def __init__(self, transport: NatsTransport) -> None:
+        super().__init__()
         self.transport = transport
         self.max_payload = transport.capabilities.max_payload
-        self.queue: deque[Message] = deque()
-        self.waiter: asyncio.Future[None] | None = None
-        self.closing = False
         self.subs: list[Subscription] = []
-
-    def __aiter__(self) -> _Inbox:
-        return self
-
-    def push(self, message: Message) -> None:
-        self.queue.append(message)
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def __anext__(self) -> Message:
-        while True:
-            if self.closing:
-                raise StopAsyncIteration
-            if self.queue:
-                return self._take(self.queue.popleft())
-            waiter = self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self.waiter = None
-
-    def _take(self, message: Message) -> Message:
-        return message
-
-    def _stop(self) -> None:
-        self.closing = True
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
 
     async def _confirm(self) -> None:
         """Round trip to the server so that the subscriptions are active when this returns."""
