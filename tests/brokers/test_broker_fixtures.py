@@ -301,7 +301,7 @@ def test_a_paused_broker_is_resumed_to_shut_down_gracefully(
 
 
 def _hide_nats(monkeypatch: pytest.MonkeyPatch, empty: Path) -> Callable[[], BrokerProcess]:
-    monkeypatch.setattr(brokers, "_venv_bin_dirs", lambda: [empty])
+    monkeypatch.setattr(brokers.nats, "_venv_bin_dirs", lambda: [empty])
     monkeypatch.setenv("PATH", str(empty))
     return NatsServer
 

