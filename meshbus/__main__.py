@@ -1,8 +1,9 @@
-"""The ``meshbus`` command line: ``meshbus channels``, ``meshbus version``."""
+"""The ``meshbus`` command line: ``meshbus doctor``, ``meshbus channels``, ``meshbus version``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 import meshbus
@@ -23,11 +24,28 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = argparse.ArgumentParser(prog="meshbus", description=meshbus.__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    doctor = commands.add_parser(
+        "doctor", help="check why this container cannot reach others (exit 1 when it cannot)"
+    )
+    doctor.add_argument("urls", nargs="*", help="URLs to check (default: the MESHBUS_* settings)")
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+    doctor.add_argument("--timeout", type=float, default=2.0, help="seconds per lookup/connect")
+    doctor.add_argument(
+        "--resolv-conf", default="/etc/resolv.conf", help="the resolver configuration to read"
+    )
     commands.add_parser("channels", help="list the URL schemes this installation serves")
     commands.add_parser("version", help="print the meshbus version")
     args = parser.parse_args(argv)
     if args.command == "channels":
         return _channels()
+    if args.command == "doctor":
+        from meshbus.doctor import diagnose, render
+
+        findings = asyncio.run(
+            diagnose(args.urls, timeout=args.timeout, resolv_conf=args.resolv_conf)
+        )
+        print(render(findings, as_json=args.json))
+        return 1 if any(f.level == "fail" for f in findings) else 0
     print(meshbus.__version__)
     return 0
 
