@@ -315,21 +315,45 @@ def _hello(r: _Reader) -> Hello:
     return hello
 
 
-def _pub(r: _Reader) -> Pub:
-    seq, flags, count = r.uint(_U64), r.uint(_U8), r.uint(_U16)
-    targets = tuple(r.uint(_U32) for _ in range(count))
-    subject, key, message_id = r.text(_U8), r.text(_U16), r.text(_U8)
-    headers = r.headers()
-    return Pub(
-        seq=seq,
-        subject=subject,
-        data=r.rest(),
-        targets=targets,
-        headers=headers,
-        key=key if flags & _HAS_KEY else None,
-        id=message_id,
-        request=bool(flags & _REQUEST),
-    )
+def _pub(body: memoryview) -> Pub:
+    """PUB is the hot path: one pass over the body, no field-by-field reader."""
+    end = len(body)
+    try:
+        seq, flags, count = _PUB_HEAD.unpack_from(body, 0)
+        at = _PUB_HEAD.size + 4 * count
+        targets = struct.unpack_from(f">{count}I", body, _PUB_HEAD.size) if count else ()
+        size = body[at]
+        subject = bytes(body[at + 1 : at + 1 + size])
+        at += 1 + size
+        (size,) = _U16.unpack_from(body, at)
+        key = bytes(body[at + 2 : at + 2 + size])
+        at += 2 + size
+        size = body[at]
+        message_id = bytes(body[at + 1 : at + 1 + size])
+        at += 1 + size
+        if at + 2 > end:
+            raise ProtocolError("PUB frame is truncated")
+        if body[at] or body[at + 1]:
+            reader = _Reader(body[at:], "PUB")
+            headers = reader.headers()
+            at += reader._at
+        else:
+            headers = {}
+            at += 2
+        return Pub(
+            seq=seq,
+            subject=subject.decode(),
+            data=bytes(body[at:]),
+            targets=targets,
+            headers=headers,
+            key=key.decode() if flags & _HAS_KEY else None,
+            id=message_id.decode(),
+            request=bool(flags & _REQUEST),
+        )
+    except (struct.error, IndexError):
+        raise ProtocolError("PUB frame is truncated") from None
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("PUB frame has text that is not UTF-8") from exc
 
 
 def _parse(kind: int, body: memoryview) -> Frame:
@@ -337,10 +361,10 @@ def _parse(kind: int, body: memoryview) -> Frame:
         frame_type = FrameType(kind)
     except ValueError:
         raise ProtocolError(f"unknown frame type {kind}") from None
+    if frame_type is FrameType.PUB:
+        return _pub(body)
     r = _Reader(body, frame_type.name)
     frame: Frame
-    if frame_type is FrameType.PUB:
-        return _pub(r)
     if frame_type is FrameType.REPLY:
         seq = r.uint(_U64)
         headers = r.headers()
