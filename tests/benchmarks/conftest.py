@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+
+import meshbus
 
 Runner = Callable[[Callable[[], Awaitable[Any]]], Any]
 
@@ -51,3 +54,25 @@ async def consume_acking(sub: AsyncIterator[Any], count: int) -> None:
         received += 1
         if received == count:
             return
+
+
+async def time_requests(
+    client: meshbus.Bus, server: meshbus.Bus, subject: str, rounds: int, samples: list[float]
+) -> None:
+    """A group on ``server`` echoes requests on ``subject``; ``client`` sends ``rounds``
+    sequential 100 B requests and each round trip lands in ``samples``."""
+    async with server.subscribe(subject, group="svc") as sub:
+
+        async def serve() -> None:
+            async for msg in sub:
+                await msg.respond(msg.data)
+
+        responder = asyncio.create_task(serve())
+        payload = b"x" * 100
+        try:
+            for _ in range(rounds):
+                start = time.perf_counter()
+                await client.request(subject, payload, timeout=5)
+                samples.append(time.perf_counter() - start)
+        finally:
+            responder.cancel()

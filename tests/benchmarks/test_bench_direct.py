@@ -13,7 +13,7 @@ import struct
 import time
 
 import pytest
-from conftest import Runner, consume_acking, record_latency, record_throughput
+from conftest import Runner, consume_acking, record_latency, record_throughput, time_requests
 
 import meshbus
 
@@ -140,20 +140,8 @@ def test_tcp_request_reply(benchmark: object, run: Runner) -> None:
 
     async def session() -> None:
         port = free_port()
-        async with serving(port) as server, server.subscribe("bench.rpc", group="svc") as sub:
-
-            async def serve() -> None:
-                async for msg in sub:
-                    await msg.respond(msg.data)
-
-            responder = asyncio.create_task(serve())
-            async with meshbus.connect(f"tcp://127.0.0.1:{port}") as client:
-                payload = b"x" * 100
-                for _ in range(rounds):
-                    start = time.perf_counter()
-                    await client.request("bench.rpc", payload, timeout=5)
-                    samples.append(time.perf_counter() - start)
-            responder.cancel()
+        async with serving(port) as server, meshbus.connect(f"tcp://127.0.0.1:{port}") as client:
+            await time_requests(client, server, "bench.rpc", rounds, samples)
 
     benchmark.pedantic(lambda: run(session), rounds=3, warmup_rounds=1)  # type: ignore[attr-defined]
     record_latency(benchmark, samples)

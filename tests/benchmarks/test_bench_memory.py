@@ -6,11 +6,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
-from conftest import Runner, consume_acking, record_latency, record_throughput
+from conftest import Runner, consume_acking, record_latency, record_throughput, time_requests
 
 import meshbus
 
@@ -79,19 +78,8 @@ def test_memory_request_reply(benchmark: object, run: Runner) -> None:
     rounds = 1_000
 
     async def session() -> None:
-        async with meshbus.connect(url()) as bus, bus.subscribe("bench.rpc", group="svc") as sub:
-
-            async def serve() -> None:
-                async for msg in sub:
-                    await msg.respond(msg.data)
-
-            server = asyncio.create_task(serve())
-            payload = b"x" * 100
-            for _ in range(rounds):
-                start = time.perf_counter()
-                await bus.request("bench.rpc", payload, timeout=5)
-                samples.append(time.perf_counter() - start)
-            server.cancel()
+        async with meshbus.connect(url()) as bus:
+            await time_requests(bus, bus, "bench.rpc", rounds, samples)
 
     benchmark.pedantic(lambda: run(session), rounds=3, warmup_rounds=1)  # type: ignore[attr-defined]
     record_throughput(benchmark, rounds)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import nats
 import pytest
-from conftest import Runner, consume_acking, record_latency, record_throughput
+from conftest import Runner, consume_acking, record_latency, record_throughput, time_requests
 from nats.js.api import RetentionPolicy
 
 import meshbus
@@ -185,24 +185,8 @@ async def raw_request(url: str, samples: list[float]) -> None:
 
 
 async def meshbus_request(url: str, samples: list[float]) -> None:
-    subject = f"{space()}.rpc"
-    async with (
-        meshbus.connect(url) as client,
-        meshbus.connect(url) as server,
-        server.subscribe(subject, group="svc") as sub,
-    ):
-
-        async def serve() -> None:
-            async for msg in sub:
-                await msg.respond(msg.data)
-
-        responder = asyncio.create_task(serve())
-        payload = b"x" * 100
-        for _ in range(ROUNDS):
-            start = time.perf_counter()
-            await client.request(subject, payload, timeout=5)
-            samples.append(time.perf_counter() - start)
-        responder.cancel()
+    async with meshbus.connect(url) as client, meshbus.connect(url) as server:
+        await time_requests(client, server, f"{space()}.rpc", ROUNDS, samples)
 
 
 def test_nats_raw_request_baseline(benchmark: object, run: Runner, server: NatsServer) -> None:
