@@ -9,8 +9,8 @@ import pytest
 
 import meshbus
 from meshbus.errors import MeshbusTimeout, TransportError
-from meshbus.subscription import Subscription
 from meshbus.testing.brokers import NatsServer
+from meshbus.testing.load import ConfirmedLoad
 from meshbus.testing.pytest_plugin import BrokerFactory
 
 
@@ -22,56 +22,19 @@ async def test_every_confirmed_publish_is_consumed_across_a_restart(
     server = nats_server_factory()
     tag = uuid.uuid4().hex[:10]
     subject, group = f"r{tag}.work", f"g{tag}"
-    confirmed: set[int] = set()
-    received: set[int] = set()
     async with meshbus.connect(server.url) as pub, meshbus.connect(server.url) as con:
         await con.declare_group(subject, group)
         sub = await con.subscribe(subject, group=group)
-
-        produced = False
-        all_in = asyncio.Event()
-
-        async def consume(sub: Subscription) -> None:
-            async for msg in sub:
-                received.add(msg.json())
-                await msg.ack()
-                if produced and confirmed <= received:
-                    all_in.set()
-
-        consumer = asyncio.create_task(consume(sub))
-
-        slowest = 0.0
-        loop = asyncio.get_running_loop()
-
-        async def produce() -> None:
-            nonlocal slowest
-            for i in range(0, 600, 3):
-                started = loop.time()
-                try:
-                    await pub.publish(subject, i, timeout=30)
-                    confirmed.add(i)
-                    ids = await pub.publish_many([(subject, i + 1), (subject, i + 2)], timeout=30)
-                    assert len(ids) == 2
-                    confirmed.update((i + 1, i + 2))
-                except (MeshbusTimeout, TransportError):
-                    pass  # raised: not confirmed, may or may not arrive
-                slowest = max(slowest, loop.time() - started)
-                await asyncio.sleep(0.005)
-
-        producer = asyncio.create_task(produce())
-        await asyncio.sleep(0.5)
-        await asyncio.to_thread(server.kill)
-        await asyncio.sleep(1.0)
-        await asyncio.to_thread(server.start)
-        await producer
-        assert slowest > 0.5, "no publish waited out the outage"
-        assert len(confirmed) >= 500
-        produced = True
-        if confirmed <= received:
-            all_in.set()
-        await asyncio.wait_for(all_in.wait(), 60)
+        async with ConfirmedLoad(pub, sub, subject, publish_timeout=30) as load:
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(server.kill)
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(server.start)
+            await load.published()
+            assert load.slowest > 0.5, "no publish waited out the outage"
+            assert len(load.confirmed) >= 500
+            await load.consumed(within=60)
         await sub.close()
-        consumer.cancel()
 
 
 @pytest.mark.asyncio

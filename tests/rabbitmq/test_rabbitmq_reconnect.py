@@ -17,8 +17,8 @@ import pytest
 
 import meshbus
 from meshbus.errors import MeshbusTimeout, TransportError
-from meshbus.subscription import Subscription
 from meshbus.testing.brokers import RabbitMQServer
+from meshbus.testing.load import ConfirmedLoad
 from meshbus.testing.pytest_plugin import BrokerFactory
 from meshbus_rabbitmq import group_queue
 
@@ -41,8 +41,6 @@ async def test_every_confirmed_publish_is_consumed_across_a_restart(
     tag = uuid.uuid4().hex[:10]
     subject, group = f"r{tag}.work", f"g{tag}"
     queue = group_queue("mb.", "meshbus", group, subject)
-    confirmed: set[int] = set()
-    received: set[int] = set()
     url = f"{server.url}?reconnect_wait=0.2"
     async with meshbus.connect(url) as pub, meshbus.connect(url) as con:
         await con.declare_group(subject, group)
@@ -52,56 +50,22 @@ async def test_every_confirmed_publish_is_consumed_across_a_restart(
         assert (held.json(), held.attempt) == (-1, 1)
         sub = await con.subscribe(subject, group=group)
         assert await consumers_of(server.url, queue) == 2
-
-        produced = False
-        all_in = asyncio.Event()
-
-        async def consume(sub: Subscription) -> None:
-            async for msg in sub:
-                received.add(msg.json())
-                await msg.ack()
-                if produced and confirmed <= received:
-                    all_in.set()
-
-        consumer = asyncio.create_task(consume(sub))
-        slowest = 0.0
-        loop = asyncio.get_running_loop()
-
-        async def produce() -> None:
-            nonlocal slowest
-            for i in range(0, 600, 3):
-                started = loop.time()
-                try:
-                    await pub.publish(subject, i, timeout=60)
-                    confirmed.add(i)
-                    ids = await pub.publish_many([(subject, i + 1), (subject, i + 2)], timeout=60)
-                    assert len(ids) == 2
-                    confirmed.update((i + 1, i + 2))
-                except (MeshbusTimeout, TransportError):
-                    pass  # raised: not confirmed, may or may not arrive
-                slowest = max(slowest, loop.time() - started)
-                await asyncio.sleep(0.005)
-
-        producer = asyncio.create_task(produce())
-        await asyncio.sleep(0.5)
-        await asyncio.to_thread(server.restart)
-        await producer
-        # Both consumers are attached again on the broker, not only the connection.
-        assert await consumers_of(server.url, queue) == 2
-        # The holding member was restored too (prefetch 1): whatever it holds now, the
-        # redelivered -1 included, goes back to the group when it leaves.
-        await held_sub.close(timeout=0)
-        assert slowest > 0.5, "no publish waited out the outage"
-        assert len(confirmed) >= 500
-        produced = True
-        if confirmed <= received:
-            all_in.set()
-        await asyncio.wait_for(all_in.wait(), 60)
-        assert await consumers_of(server.url, queue) == 1  # the holder left
-        # The unsettled message came again, to the group, after the restart.
-        assert -1 in received
+        async with ConfirmedLoad(pub, sub, subject, publish_timeout=60) as load:
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(server.restart)
+            await load.published()
+            # Both consumers are attached again on the broker, not only the connection.
+            assert await consumers_of(server.url, queue) == 2
+            # The holding member was restored too (prefetch 1): whatever it holds now, the
+            # redelivered -1 included, goes back to the group when it leaves.
+            await held_sub.close(timeout=0)
+            assert load.slowest > 0.5, "no publish waited out the outage"
+            assert len(load.confirmed) >= 500
+            await load.consumed(within=60)
+            assert await consumers_of(server.url, queue) == 1  # the holder left
+            # The unsettled message came again, to the group, after the restart.
+            assert -1 in load.received
         await sub.close()
-        consumer.cancel()
 
 
 @pytest.mark.asyncio
