@@ -19,7 +19,7 @@ from meshbus.registry import TransportRegistry, default_registry
 from meshbus.routing import Router
 from meshbus.subjects import validate_group, validate_pattern, validate_subject
 from meshbus.subscription import Subscription
-from meshbus.transport import Capabilities, Envelope, Transport
+from meshbus.transport import Capabilities, Envelope, Transport, TransportFactory
 
 __all__ = ["Bus", "Outgoing", "connect"]
 
@@ -116,9 +116,12 @@ class Bus(AsyncResource):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _make(self, url: str) -> Transport:
+    def _factory(self, url: str) -> tuple[str, TransportFactory]:
         scheme = parse_url(url).scheme.lower()
-        factory = self._registry.factory(scheme)
+        return scheme, self._registry.factory(scheme)
+
+    def _make(self, url: str) -> Transport:
+        scheme, factory = self._factory(url)
         return factory(url, self._options.get(scheme, {}))
 
     async def start(self) -> Bus:
@@ -147,8 +150,7 @@ class Bus(AsyncResource):
             return self
 
     def _make_listener(self, url: str) -> Transport:
-        scheme = parse_url(url).scheme.lower()
-        factory = self._registry.factory(scheme)
+        scheme, factory = self._factory(url)
         listener = getattr(factory, "listener", None)
         if listener is None:
             raise NotSupported(f"{scheme}:// channels cannot listen; use a tcp:// listen address")

@@ -104,6 +104,16 @@ class _Hub:
             self.group_index.add(pattern, group)
         return group
 
+    def subscriber(
+        self, pattern: str, group: str | None, max_payload: int, prefetch: int, buffer: int
+    ) -> _Member | _Broadcast:
+        """A new member of ``group`` on ``pattern``, or (no group) a broadcast subscriber."""
+        if group is None:
+            sub = _Broadcast(self, pattern, max_payload, prefetch, buffer)
+            self.broadcast.add(pattern, sub)
+            return sub
+        return _Member(self.group(pattern, group), max_payload, prefetch)
+
     def remove_group(self, pattern: str, name: str) -> None:
         """Forget a group and whatever it still holds."""
         group = self.groups.pop((pattern, name), None)
@@ -397,13 +407,9 @@ class MemoryTransport:
     async def subscribe(
         self, pattern: str, group: str | None, prefetch: int
     ) -> _Member | _Broadcast:
-        hub = self.hub
-        sub: _Member | _Broadcast
-        if group is None:
-            sub = _Broadcast(hub, pattern, self.capabilities.max_payload, prefetch, self.buffer)
-            hub.broadcast.add(pattern, sub)
-        else:
-            sub = _Member(hub.group(pattern, group), self.capabilities.max_payload, prefetch)
+        sub = self.hub.subscriber(
+            pattern, group, self.capabilities.max_payload, prefetch, self.buffer
+        )
         self._subs.add(sub)
         return sub
 

@@ -254,13 +254,9 @@ class DirectListener:
     # -- subscriptions -------------------------------------------------------------------------
 
     async def subscribe(self, pattern: str, group: str | None, prefetch: int) -> _LocalSubscription:
-        hub = self._hub
-        sub: _Member | _Broadcast
-        if group is None:
-            sub = _Broadcast(hub, pattern, self.config.max_payload, prefetch, self.config.buffer)
-            hub.broadcast.add(pattern, sub)
-        else:
-            sub = _Member(hub.group(pattern, group), self.config.max_payload, prefetch)
+        sub = self._hub.subscriber(
+            pattern, group, self.config.max_payload, prefetch, self.config.buffer
+        )
         key = (pattern, group)
         entry = self._interests.get(key)
         if entry is None:
