@@ -22,13 +22,18 @@ from meshbus.channels.direct.frames import (
 )
 from meshbus.errors import AuthenticationFailed, ConnectionLost, ProtocolError
 
-__all__ = ["Connection", "ConnectionSettings"]
+__all__ = ["Connection", "ConnectionSettings", "SilentPeer"]
 
 log = logging.getLogger("meshbus.direct")
 
 AUTH_REFUSED = "authentication failed"
 _HIGH_WATER = 256 * 1024
 _READ_SIZE = 256 * 1024
+
+
+class SilentPeer(ProtocolError):
+    """The peer closed the connection without sending a byte: a port probe (a healthcheck,
+    ``meshbus doctor``), not a meshbus peer that got something wrong."""
 
 
 class ConnectionSettings:
@@ -111,10 +116,14 @@ class Connection:
                 writer.writelines(encode(hello))
             async with asyncio.timeout(settings.hello_timeout):
                 frames: list[Frame] = []
+                received = 0
                 while not frames:
                     data = await reader.read(_READ_SIZE)
                     if not data:
+                        if not received:
+                            raise SilentPeer("peer closed the connection without a word")
                         raise ProtocolError("peer closed the connection before its hello")
+                    received += len(data)
                     frames = decoder.feed(data)
             first, rest = frames[0], frames[1:]
             if isinstance(first, Bye):

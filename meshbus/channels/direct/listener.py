@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from meshbus.channels.direct.config import DirectConfig
-from meshbus.channels.direct.connection import Connection
+from meshbus.channels.direct.connection import Connection, SilentPeer
 from meshbus.channels.direct.frames import (
     Accept,
     Bye,
@@ -154,6 +154,9 @@ class DirectListener:
             conn = await Connection.establish(
                 reader, writer, self.config.settings, self._hello(), accepting=True
             )
+        except SilentPeer:
+            log.debug("direct peer %s closed without a word (a port probe)", peer)
+            return
         except (ProtocolError, AuthenticationFailed, ConnectionError, OSError) as exc:
             log.warning("refused direct peer %s: %s", peer, exc)
             return
