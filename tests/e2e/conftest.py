@@ -1,0 +1,78 @@
+"""The end-to-end tier: real containers on a real Docker engine.
+
+The session starts the engine when it is installed but not running (and stops it afterwards
+if it did), builds the images once (``scripts/build-images.sh``: local stand-ins for the
+official images, since no registry is reachable, then the examples' image from
+``compose/Dockerfile``), and each scenario tears down every container, network and volume its
+compose project made.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import docker
+import pytest
+from stacks import APP_IMAGE, ROOT, Stack, log, run
+
+from meshbus.testing._infra import missing
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[docker.DockerClient]:
+    if shutil.which("dockerd") is None and shutil.which("docker") is None:
+        missing("the Docker engine", "apt-get install docker.io (make system-deps does it)")
+    started = time.monotonic()
+    done = subprocess.run(
+        ["bash", "scripts/docker-engine.sh", "start"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PY": sys.executable, "PATH": _path()},
+        check=False,
+    )
+    if done.returncode != 0:
+        missing("the Docker engine", done.stderr.strip() or done.stdout.strip())
+    log(f"engine: {done.stdout.strip()} ({time.monotonic() - started:.1f} s)")
+    client = docker.from_env(timeout=300)
+    try:
+        yield client
+    finally:
+        client.close()
+        if done.stdout.startswith("started"):
+            subprocess.run(["bash", "scripts/docker-engine.sh", "stop"], cwd=ROOT, check=False)
+
+
+def _path() -> str:
+    return os.pathsep.join([str(ROOT / ".venv" / "bin"), os.environ.get("PATH", "")])
+
+
+@pytest.fixture(scope="session")
+def images(engine: docker.DockerClient) -> str:
+    """The local images and the examples' image, built once per run."""
+    if shutil.which("mmdebstrap") is None and not _have(engine, "meshbus-local/debian:bookworm"):
+        missing("mmdebstrap", "apt-get install mmdebstrap (make system-deps does it)")
+    started = time.monotonic()
+    env = {**os.environ, "PY": sys.executable, "PATH": _path()}
+    log("images: scripts/build-images.sh")
+    run(["bash", "scripts/build-images.sh"], env=env, timeout=1800)
+    stack = Stack(engine, "build", ["replicas.yml"])
+    try:
+        stack.compose("build", "worker")
+    finally:
+        stack.logs.close()
+    log(f"images: ready in {time.monotonic() - started:.1f} s")
+    return APP_IMAGE
+
+
+def _have(client: docker.DockerClient, name: str) -> bool:
+    try:
+        client.images.get(name)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
