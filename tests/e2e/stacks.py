@@ -54,11 +54,18 @@ def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600)
     return done.stdout
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float, every: float = 0.3) -> None:
+def wait_for(
+    what: str,
+    check: Callable[[], bool],
+    timeout: float,
+    every: float = 0.3,
+    detail: Callable[[], str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            more = f"\n{detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{more}")
         time.sleep(every)
 
 
@@ -106,19 +113,38 @@ class LogCollector:
             self._stop.wait(0.2)
 
     def _follow(self, container: Container) -> None:
+        """Read the container's output once per run (a restart is a new run): a stream that
+        follows it until it stops; on a later run, lines already read are skipped."""
         name = container.name or container.id
         with self._lock:
             lines = self.lines.setdefault(name, [])
-        buffer = b""
-        with contextlib.suppress(docker.errors.APIError, docker.errors.NotFound, OSError):
-            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                buffer += chunk
-                *complete, buffer = buffer.split(b"\n")
+        seen = 0
+        last_run = None
+        while not self._stop.is_set():
+            try:
+                container.reload()
+            except (docker.errors.NotFound, docker.errors.APIError):
+                return
+            run = container.attrs["State"].get("StartedAt")
+            if container.status == "created" or run == last_run:
+                self._stop.wait(0.2)
+                continue
+            last_run = run
+            count, buffer = 0, b""
+            with contextlib.suppress(docker.errors.APIError, docker.errors.NotFound, OSError):
+                for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                    buffer += chunk
+                    *complete, buffer = buffer.split(b"\n")
+                    new = [c.decode(errors="replace") for c in complete]
+                    count += len(new)
+                    if count > seen:
+                        with self._lock:
+                            lines.extend(new[len(new) - (count - seen) :])
+                        seen = count
+            if buffer and count + 1 > seen:
                 with self._lock:
-                    lines.extend(c.decode(errors="replace") for c in complete)
-        if buffer:
-            with self._lock:
-                lines.append(buffer.decode(errors="replace"))
+                    lines.append(buffer.decode(errors="replace"))
+                seen = count + 1
 
     def records(self, service: str | None = None) -> list[dict[str, Any]]:
         """Every JSON line so far (from containers whose name has ``-service-``)."""
@@ -196,15 +222,35 @@ class Stack:
         return f"{self.project}_{name}"
 
     def down(self) -> None:
+        """Remove what the test added by hand (labelled ``mbe2e.project``), then the project
+        with its networks and volumes."""
         try:
-            self.compose("down", "--volumes", "--remove-orphans", "--timeout", "30")
-        finally:
-            self.logs.close()
             for container in self.client.containers.list(
                 all=True, filters={"label": f"mbe2e.project={self.project}"}
             ):
                 with contextlib.suppress(docker.errors.APIError):
                     container.remove(force=True)
+            self.compose("down", "--volumes", "--remove-orphans", "--timeout", "30")
+        finally:
+            self.logs.close()
+
+
+def address(container: Container, network: str) -> str:
+    container.reload()
+    return str(container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"])
+
+
+def healthy(container: Container) -> bool:
+    container.reload()
+    return bool(container.attrs["State"].get("Health", {}).get("Status") == "healthy")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def jobs_handled(records: list[dict[str, Any]]) -> dict[int, set[str]]:
@@ -214,6 +260,16 @@ def jobs_handled(records: list[dict[str, Any]]) -> dict[int, set[str]]:
         if r.get("kind") == "job" and r.get("subject") == "jobs.work":
             handled.setdefault(int(r["seq"]), set()).add(str(r["worker"]))
     return handled
+
+
+def unhandled(stack: Stack, sent: set[int]) -> str:
+    """What a test says when confirmed jobs were not handled: which, and the logs' tails."""
+    missing = sorted(sent - set(jobs_handled(stack.logs.records("worker"))))
+    with stack.logs._lock:
+        tails = {name: lines[-15:] for name, lines in stack.logs.lines.items()}
+    return f"{len(missing)} of {len(sent)} confirmed jobs not handled, e.g. {missing[:20]}\n" + (
+        "\n".join(f"{name}: {line}" for name, lines in tails.items() for line in lines)
+    )
 
 
 def confirmed(records: list[dict[str, Any]]) -> set[int]:

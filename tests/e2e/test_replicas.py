@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import docker
 import pytest
-from stacks import Stack, confirmed, jobs_handled, log, wait_for
+from stacks import Stack, confirmed, jobs_handled, log, unhandled, wait_for
 
 INTERVAL = 2.0  # dns:// refresh period the producer is given (DNS_INTERVAL)
 
@@ -92,6 +92,7 @@ def test_scaling_up_gets_new_replicas_traffic_and_down_loses_nothing(replicas: S
         "every confirmed job handled",
         lambda: sent <= set(jobs_handled(replicas.logs.records())),
         30,
+        detail=lambda: unhandled(replicas, sent),
     )
     stopped = [r["worker"] for r in replicas.logs.records("worker") if r["kind"] == "stopped"]
     log(f"{len(sent)} jobs confirmed and handled; replicas that drained and stopped: {stopped}")

@@ -27,6 +27,21 @@ def test_group_queue_names_stay_within_255_bytes() -> None:
     assert long != group_queue("mb.", "meshbus", "g", "y" * 255)
 
 
+def test_group_queue_names_on_wildcards_are_valid_amqp_names() -> None:
+    """Clients accept only [A-Za-z0-9-_.:@#,/+ ] in queue names: ``*`` and ``>`` are
+    respelled ``+`` and ``#`` (never in a token, so distinct patterns keep distinct queues)."""
+    import re
+
+    valid = re.compile(r"[a-zA-Z0-9-_.:@#,/+ ]*")
+    names = {
+        group_queue("mb.", "meshbus", "g", p) for p in ["jobs.>", "jobs.*", "jobs.a", "*.>", ">"]
+    }
+    assert len(names) == 5
+    assert "mb.meshbus.g.g.jobs.#" in names
+    for name in [*names, group_queue("mb.", "meshbus", "g", "*." * 127 + ">")]:
+        assert valid.fullmatch(name), name
+
+
 def test_bad_options_are_invalid_urls() -> None:
     for url in [
         "amqp://",

@@ -27,12 +27,19 @@ def binding_key(pattern: str) -> str:
     return pattern
 
 
+# Queue names may hold only [A-Za-z0-9-_.:@#,/+ ] (clients check), so a pattern's wildcards are
+# spelled as AMQP spells them: ``*`` as ``+`` and ``>`` as ``#``. Neither can be in a meshbus
+# token, so the mapping stays one-to-one; ``@`` (also never in a token) marks a digest.
+_WILDCARDS = str.maketrans({"*": "+", ">": "#"})
+
+
 def _fit(name: str, tail: str) -> str:
-    """``name + tail``, or with ``tail`` replaced by a digest where that is over 255 bytes."""
-    full = name + tail
+    """``name + tail`` (wildcards respelled), or with ``tail`` replaced by a digest where that
+    is over 255 bytes."""
+    full = name + tail.translate(_WILDCARDS)
     if len(full.encode()) <= _MAX_NAME:
         return full
-    return name + "~" + hashlib.sha1(tail.encode()).hexdigest()[:20]
+    return name + "@" + hashlib.sha1(tail.encode()).hexdigest()[:20]
 
 
 def group_queue(prefix: str, exchange: str, group: str, pattern: str) -> str:
