@@ -147,6 +147,9 @@ def explain_unresolved(
 ) -> list[Finding]:
     """Why ``host`` does not resolve here, from the containers the engine knows."""
     matched = [(c, why) for c in others if c.id != me.id and (why := c.answers_to(host))]
+    project = me.labels.get(COMPOSE_PROJECT)
+    ours = [(c, why) for c, why in matched if project and c.labels.get(COMPOSE_PROJECT) == project]
+    matched = ours or matched  # a service of this compose project, if there is one
     if not matched:
         return [
             Finding(

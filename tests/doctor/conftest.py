@@ -13,6 +13,7 @@ import contextlib
 import importlib.metadata
 import io
 import json
+import os
 import tarfile
 import time
 import uuid
@@ -25,8 +26,10 @@ import pytest
 import meshbus
 from meshbus.testing._infra import missing
 
-SOCKET = "/var/run/docker.sock"
+_HOST = os.environ.get("DOCKER_HOST", "")
+SOCKET = _HOST.removeprefix("unix://") if _HOST.startswith("unix://") else "/var/run/docker.sock"
 MESHBUS_SOURCE = Path(meshbus.__file__).parent
+_START_ENGINE = "apt-get install docker.io and start dockerd (see ENVIRONMENT in the docs)"
 LISTENER = """
 import asyncio, meshbus
 async def main():
@@ -45,14 +48,14 @@ def docker_client() -> Iterator[Any]:
         import docker
     except ImportError:
         missing("the docker Python package", "pip install docker (it is in the dev extra)")
+    if not Path(SOCKET).exists():
+        missing(f"the Docker engine (no socket at {SOCKET})", _START_ENGINE)
+    client = docker.DockerClient(base_url=f"unix://{SOCKET}", timeout=60)
     try:
-        client = docker.DockerClient(base_url=f"unix://{SOCKET}", timeout=60)
         client.ping()
     except (docker.errors.DockerException, OSError) as exc:
-        missing(
-            f"the Docker engine ({exc.__class__.__name__})",
-            "apt-get install docker.io and start dockerd (see ENVIRONMENT in the docs)",
-        )
+        client.close()
+        missing(f"the Docker engine ({exc.__class__.__name__}: {exc})", _START_ENGINE)
     yield client
     client.close()
 
@@ -138,7 +141,7 @@ class Lab:
             str(self.dist_info): {"bind": f"/opt/mb/{self.dist_info.name}", "mode": "ro"},
         }
         if socket:
-            volumes[SOCKET] = {"bind": SOCKET, "mode": "ro"}
+            volumes[SOCKET] = {"bind": "/var/run/docker.sock", "mode": "ro"}
         container = self.client.containers.create(
             self.image,
             command or ["python3", "-c", LISTENER],
