@@ -158,7 +158,8 @@ def explain_unresolved(
                 f"no container on this Docker engine is named {host!r} or has it as a compose "
                 "service, Swarm service or network alias",
                 "check the spelling; start the service (docker ps -a --format "
-                "'{{.Names}} {{.Status}}' lists every container)",
+                "'{{.Names}} {{.Status}}' lists every container); in Swarm, this engine sees "
+                "only its own node's containers",
             )
         ]
     findings = []
@@ -232,7 +233,7 @@ def explain_unanswered(
             "fail",
             url,
             f"{address} is {them.title}, which shares {_names(me.shares(them))} with this "
-            "container: the network is fine, nothing listens on that port there",
+            "container: the network is fine, so the port is closed (or filtered) there",
             f"check that {them.name} listens on 0.0.0.0 and that port (docker logs {them.name})",
         )
     return None

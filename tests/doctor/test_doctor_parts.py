@@ -178,7 +178,7 @@ def test_an_address_that_does_not_answer() -> None:
     near = inspected(ID_PEER, "pricing", {"shop_front": endpoint("shop_front", "172.20.0.9")})
     finding = explain_unanswered("u", "172.20.0.9", ME, [near])
     assert finding is not None
-    assert "nothing listens on that port" in finding.message
+    assert "the port is closed (or filtered) there" in finding.message
     assert explain_unanswered("u", "10.9.9.9", ME, [peer, near]) is None
 
 
