@@ -305,6 +305,7 @@ def test_the_api_version_comes_from_ping(api_socket: Path, monkeypatch: pytest.M
     assert caught.value.status == 404
     assert "No such container" in str(caught.value)
     assert engine.find_self(["nope", "app"], "") is not None
+    assert engine.find_self([], "app") is None  # a name, but not the container's hostname
     monkeypatch.setattr(_Answers, "version", None)
     assert Engine(f"unix://{api_socket}").version() == "1.41"
 
