@@ -76,3 +76,22 @@ def _have(client: docker.DockerClient, name: str) -> bool:
     except docker.errors.ImageNotFound:
         return False
     return True
+
+
+_TIER: dict[str, float] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    if "tests/e2e/" in item.nodeid:
+        _TIER.setdefault("start", time.monotonic())
+        yield
+        _TIER["end"] = time.monotonic()
+    else:
+        yield
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if "start" in _TIER:
+        took = _TIER.get("end", time.monotonic()) - _TIER["start"]
+        terminalreporter.write_line(f"e2e tier (real containers): {took:.0f} s wall time")

@@ -281,13 +281,24 @@ def swarm(client: docker.DockerClient) -> Iterator[None]:
     """A single-node Swarm for the duration; left afterwards only if this started it."""
     state = client.info().get("Swarm", {}).get("LocalNodeState")
     started = state != "active"
+    had_gwbridge = bool(client.networks.list(names=["docker_gwbridge"]))
     if started:
-        client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+        # Overlay networks from a pool of our own, not Swarm's default 10.0.0.0/8.
+        client.swarm.init(
+            advertise_addr="127.0.0.1",
+            listen_addr="127.0.0.1:2377",
+            default_addr_pool=["10.214.0.0/16"],
+            subnet_size=24,
+        )
     try:
         yield
     finally:
         if started:
             client.swarm.leave(force=True)
+            if not had_gwbridge:  # made by swarm init for this run
+                for network in client.networks.list(names=["docker_gwbridge"]):
+                    with contextlib.suppress(docker.errors.APIError):
+                        network.remove()
 
 
 def log(message: str) -> None:
