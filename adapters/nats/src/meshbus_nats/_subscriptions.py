@@ -57,6 +57,7 @@ class _Inbox(Inbox):
     async def _unsubscribe(self, drain: bool) -> None:
         nc = self.transport.client
         for sub in self.subs:
+            nc.forget_direct(sub)
             with contextlib.suppress(*_NATS_ERRORS):
                 if drain and nc.is_connected:
                     await sub.drain()  # type: ignore[no-untyped-call]
@@ -65,19 +66,31 @@ class _Inbox(Inbox):
         self.subs.clear()
 
     async def _on_request(self, msg: Msg) -> None:
-        headers = msg.headers or {}
-        subject = msg.subject[self.transport.request_skip :]
+        self._direct_request(msg.subject, msg.reply, msg.data, msg.headers or {})
+
+    def _direct_request(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str]
+    ) -> bool:
         self.push(
             Message(
-                subject,
-                msg.data,
+                subject[self.transport.request_skip :],
+                data,
                 headers,
                 key=headers.get(KEY),
                 id=headers.get(MESSAGE_ID, ""),
-                reply_to=msg.reply or None,
+                reply_to=reply or None,
                 settler=self,
             )
         )
+        return True
+
+    async def _subscribe_requests(self, pattern: str, queue: str) -> None:
+        """Requests on ``pattern`` (as queue group ``queue`` where given), delivered directly."""
+        nc = self.transport.client
+        rpc = self.transport.options.request_prefix
+        sub = await nc.subscribe(f"{rpc}.{pattern}", queue=queue, cb=self._on_request)
+        self.subs.append(sub)
+        nc.deliver_directly(sub, self._direct_request)
 
     # -- settling of broadcast messages and requests: nothing to tell the server --------
 
@@ -107,17 +120,40 @@ class Broadcast(_Inbox):
         self.capacity = transport.options.buffer
         self.space = asyncio.Event()
         self.space.set()
+        self.paused = False
 
     async def start(self) -> None:
         nc = self.transport.client
-        rpc = self.transport.options.request_prefix
         try:
-            self.subs.append(await nc.subscribe(self.pattern, cb=self._on_message))
-            self.subs.append(await nc.subscribe(f"{rpc}.{self.pattern}", cb=self._on_request))
+            sub = await nc.subscribe(self.pattern, cb=self._on_message)
+            self.subs.append(sub)
+            nc.deliver_directly(sub, self._direct_message)
+            await self._subscribe_requests(self.pattern, "")
             await self._confirm()
         except _NATS_ERRORS as exc:
             await self._unsubscribe(False)
             raise translate(exc, "subscribe", self.pattern) from exc
+
+    def _direct_message(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str]
+    ) -> bool:
+        """A message from the read loop; declined while the buffer is full (it then waits in
+        nats-py's queue for ``_on_message``)."""
+        if len(self.queue) >= self.capacity:
+            return False
+        if len(headers) > 1:
+            headers.pop(NATS_MSG_ID, None)
+        self.push(
+            Message(
+                subject,
+                data,
+                headers,
+                key=headers.get(KEY),
+                id=headers.get(MESSAGE_ID, ""),
+                settler=self,
+            )
+        )
+        return True
 
     async def _on_message(self, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -134,10 +170,12 @@ class Broadcast(_Inbox):
         )
         if len(self.queue) >= self.capacity and not self.closing:
             self.space.clear()
+            self.paused = True
             await self.space.wait()
 
     def _take(self, message: Message) -> Message:
-        if not self.space.is_set() and len(self.queue) <= self.capacity // 2:
+        if self.paused and len(self.queue) <= self.capacity // 2:
+            self.paused = False
             self.space.set()
         return message
 
@@ -168,18 +206,13 @@ class Member(_Inbox):
     async def start(self) -> None:
         nc = self.transport.client
         consumer = self.consumer
-        rpc = self.transport.options.request_prefix
         try:
             self.subs.append(
                 await nc.subscribe(
                     consumer.deliver_subject, queue=consumer.name, cb=self._on_delivery
                 )
             )
-            self.subs.append(
-                await nc.subscribe(
-                    f"{rpc}.{consumer.pattern}", queue=self.group, cb=self._on_request
-                )
-            )
+            await self._subscribe_requests(consumer.pattern, self.group)
             await self._confirm()
         except _NATS_ERRORS as exc:
             await self._unsubscribe(False)

@@ -21,7 +21,6 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -33,6 +32,7 @@ from meshbus_nats._errors import translate
 from meshbus_nats._options import NatsOptions
 from meshbus_nats._streams import ensure_consumer, ensure_stream, find_stream
 from meshbus_nats._subscriptions import NATS_MSG_ID, Broadcast, Member
+from meshbus_nats._wire import MeshClient
 
 __all__ = ["NatsTransport"]
 
@@ -54,7 +54,7 @@ class _NoStream(Exception):
 class _Acks:
     """Pipelined JetStream publishes: one wildcard inbox, one future per PubAck."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: MeshClient) -> None:
         self.nc = nc
         self.prefix = nc.new_inbox() + "."
         self.skip = len(self.prefix)
@@ -71,7 +71,7 @@ class _Acks:
         token = f"{self.count:x}"
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pending[token] = future
-        await self.nc.publish(subject, data, reply=self.prefix + token, headers=headers)
+        await self.nc.send(subject, data, headers, self.prefix + token)
         return token, future
 
     async def _on_reply(self, msg: Msg) -> None:
@@ -103,7 +103,7 @@ class NatsTransport:
             reconnects=True,
         )
         self.request_skip = len(self.options.request_prefix) + 1
-        self._nc: Client | None = None
+        self._nc: MeshClient | None = None
         self._js: JetStreamContext | None = None
         self._acks: _Acks | None = None
         self._up = asyncio.Event()
@@ -118,7 +118,7 @@ class NatsTransport:
     # -- connection ------------------------------------------------------------------------
 
     @property
-    def client(self) -> Client:
+    def client(self) -> MeshClient:
         """The nats-py client (``Closed`` before start and after close)."""
         if self._nc is None or self._closed:
             raise Closed(f"{self.url} is not connected")
@@ -127,7 +127,7 @@ class NatsTransport:
     async def start(self) -> None:
         """Connect; a first connection that fails raises ``ConnectFailed`` at once."""
         opts = self.options
-        nc = Client()
+        nc = MeshClient()
         kwargs: dict[str, Any] = {
             "servers": opts.servers,
             # Fail fast on the first connect (nats-py tries each server twice, then gives up);
@@ -231,20 +231,23 @@ class NatsTransport:
         """JetStream publish confirmed by PubAck where a stream captures the subject; a core
         publish otherwise. Waits out a reconnect up to ``timeout``."""
         subject = envelope.subject
-        headers = self._headers(envelope)
         found = self._covered.get(subject)
         if found is None or found[1] <= monotonic():
             stream = await self._stream_for(subject, timeout)
         else:
             stream = found[0]
         if stream:
+            headers = self._headers(envelope)
             headers[NATS_MSG_ID] = envelope.id
             await self._js_publish([(subject, envelope.data, headers)], timeout)
             return
         if not self._up.is_set():
             await self._wait_up(timeout, subject)
         try:
-            await self.client.publish(subject, envelope.data, headers=headers)
+            if envelope.headers or envelope.key is not None:
+                await self.client.send(subject, envelope.data, self._headers(envelope))
+            else:
+                await self.client.send_id(subject, envelope.data, envelope.id)
         except _NATS_ERRORS as exc:
             raise translate(exc, "publish", subject, timeout or 0) from exc
 
@@ -262,7 +265,7 @@ class NatsTransport:
             if not self._up.is_set():
                 await self._wait_up(timeout, subject)
             try:
-                await nc.publish(subject, envelope.data, headers=headers)
+                await nc.send(subject, envelope.data, headers)
             except _NATS_ERRORS as exc:
                 raise translate(exc, "publish", subject, timeout or 0) from exc
         if durable:
@@ -327,7 +330,7 @@ class NatsTransport:
         if headers is not None:
             del headers[MESSAGE_ID]
         try:
-            await self.client.publish(reply.subject, reply.data, headers=headers)
+            await self.client.send(reply.subject, reply.data, headers)
         except _NATS_ERRORS as exc:
             raise translate(exc, "respond", reply.subject) from exc
 
