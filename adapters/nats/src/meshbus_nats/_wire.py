@@ -47,6 +47,7 @@ DirectDelivery = Callable[[str, str, bytes, dict[str, str]], bool]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+_CONNECTED = Client.CONNECTED
 _HEAD = "NATS/1.0\r\n"
 _HEAD_SIZE = len(_HEAD)
 _ID_LINE = f"{_HEAD}{MESSAGE_ID}: "
@@ -137,7 +138,7 @@ class MeshClient(Client):
 
     def _check_send(self, size: int) -> None:
         """nats-py's checks before a publish (the connection state, the payload size)."""
-        if self._status != Client.CONNECTED:
+        if self._status != _CONNECTED:
             if self.is_closed:
                 raise ConnectionClosedError
             if self.is_draining_pubs:
@@ -169,7 +170,8 @@ class MeshClient(Client):
             await self.publish(subject, payload, headers={MESSAGE_ID: message_id})
             return
         size = len(payload)
-        self._check_send(size)
+        if self._status != _CONNECTED or size > self._max_payload:
+            self._check_send(size)
         key = (subject, len(message_id), size)
         head = self._heads.get(key)
         if head is None:
@@ -236,9 +238,10 @@ class MeshClient(Client):
         direct = self._direct.get(sid)
         if direct is not None:
             sub, deliver = direct
-            if sid in self._behind and not sub.pending_msgs:
-                self._behind.discard(sid)
-            if sid not in self._behind:
+            behind = self._behind
+            if behind and sid in behind and not sub.pending_msgs:
+                behind.discard(sid)
+            if not behind or sid not in behind:
                 fields = {} if headers is None else parse_header_block(headers)
                 if fields is not None and deliver(subject.decode(), reply.decode(), data, fields):
                     stats = self.stats
