@@ -31,8 +31,8 @@ from meshbus.transport import Capabilities, Envelope
 from meshbus_nats._errors import translate
 from meshbus_nats._options import NatsOptions
 from meshbus_nats._streams import ensure_consumer, ensure_stream, find_stream
-from meshbus_nats._subscriptions import NATS_MSG_ID, Broadcast, Member
-from meshbus_nats._wire import MeshClient
+from meshbus_nats._subscriptions import Broadcast, Member
+from meshbus_nats._wire import NATS_MSG_ID, MeshClient
 
 __all__ = ["NatsTransport"]
 
@@ -51,42 +51,76 @@ class _NoStream(Exception):
     """JetStream answered a publish with 503: no stream (yet), e.g. just after a restart."""
 
 
+_Item = tuple[str, bytes, dict[str, str] | None, str]
+"""A JetStream publish: subject, data, headers (``None``: only the id), message id."""
+
+
+class _Batch:
+    """The PubAcks of one batch of JetStream publishes: one result per message, one future
+    for the whole batch."""
+
+    __slots__ = ("done", "left", "results")
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.results: list[BaseException | bool | None] = [None] * size
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def settle(self, index: int, result: BaseException | bool) -> None:
+        if self.results[index] is None:
+            self.results[index] = result
+            self.left -= 1
+            if not self.left and not self.done.done():
+                self.done.set_result(None)
+
+
 class _Acks:
-    """Pipelined JetStream publishes: one wildcard inbox, one future per PubAck."""
+    """Pipelined JetStream publishes: one wildcard inbox, PubAcks delivered directly."""
 
     def __init__(self, nc: MeshClient) -> None:
         self.nc = nc
         self.prefix = nc.new_inbox() + "."
         self.skip = len(self.prefix)
-        self.pending: dict[str, asyncio.Future[None]] = {}
+        self.pending: dict[str, tuple[_Batch, int]] = {}
         self.count = 0
 
     async def start(self) -> None:
-        await self.nc.subscribe(self.prefix + "*", cb=self._on_reply)
+        sub = await self.nc.subscribe(self.prefix + "*", cb=self._on_reply)
+        self.nc.deliver_directly(sub, self._direct_reply)
 
-    async def send(
-        self, subject: str, data: bytes, headers: dict[str, str]
-    ) -> tuple[str, asyncio.Future[None]]:
+    async def send(self, item: _Item, batch: _Batch, index: int) -> str:
+        """Publish ``item`` with a reply inbox for its PubAck; return the inbox's token."""
         self.count += 1
         token = f"{self.count:x}"
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.pending[token] = future
-        await self.nc.send(subject, data, headers, self.prefix + token)
-        return token, future
+        self.pending[token] = (batch, index)
+        subject, data, headers, message_id = item
+        if headers is None:
+            await self.nc.send_id(subject, data, message_id, self.prefix + token)
+        else:
+            await self.nc.send(subject, data, headers, self.prefix + token)
+        return token
+
+    def _direct_reply(self, subject: str, reply: str, data: bytes, headers: dict[str, str]) -> bool:
+        if not data:
+            return False  # a status (503: no stream); _on_reply reads it
+        self._answer(subject, data, headers)
+        return True
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self.pending.pop(msg.subject[self.skip :], None)
-        if future is None or future.done():
+        self._answer(msg.subject, msg.data, msg.headers or {})
+
+    def _answer(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        waiting = self.pending.pop(subject[self.skip :], None)
+        if waiting is None:
             return
-        data = msg.data
+        batch, index = waiting
         if not data:
-            status = (msg.headers or {}).get("Status", "")
-            future.set_exception(_NoStream(status))
+            batch.settle(index, _NoStream(headers.get("Status", "")))
         elif b'"error"' in data:
             error = json.loads(data)["error"]
-            future.set_exception(nats.js.errors.APIError.from_error(error))
+            batch.settle(index, nats.js.errors.APIError.from_error(error))
         else:
-            future.set_result(None)
+            batch.settle(index, True)
 
 
 class NatsTransport:
@@ -209,6 +243,14 @@ class NatsTransport:
                 raise PayloadTooLarge(size, self._server_max, envelope.subject)
         return headers
 
+    def _item(self, envelope: Envelope) -> _Item:
+        """A JetStream publish of ``envelope``, de-duplicated by its id (``Nats-Msg-Id``)."""
+        if not envelope.headers and envelope.key is None:
+            return (envelope.subject, envelope.data, None, envelope.id)
+        headers = self._headers(envelope)
+        headers[NATS_MSG_ID] = envelope.id
+        return (envelope.subject, envelope.data, headers, envelope.id)
+
     async def _stream_for(self, subject: str, timeout: float | None) -> str:
         """The stream capturing ``subject`` ("" for none), cached."""
         found = self._covered.get(subject)
@@ -237,9 +279,7 @@ class NatsTransport:
         else:
             stream = found[0]
         if stream:
-            headers = self._headers(envelope)
-            headers[NATS_MSG_ID] = envelope.id
-            await self._js_publish([(subject, envelope.data, headers)], timeout)
+            await self._js_publish([self._item(envelope)], timeout)
             return
         if not self._up.is_set():
             await self._wait_up(timeout, subject)
@@ -253,27 +293,26 @@ class NatsTransport:
 
     async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
         """Publish all, with every JetStream PubAck awaited together."""
-        durable: list[tuple[str, bytes, dict[str, str]]] = []
+        durable: list[_Item] = []
         nc = self.client
         for envelope in envelopes:
             subject = envelope.subject
-            headers = self._headers(envelope)
             if await self._stream_for(subject, timeout):
-                headers[NATS_MSG_ID] = envelope.id
-                durable.append((subject, envelope.data, headers))
+                durable.append(self._item(envelope))
                 continue
             if not self._up.is_set():
                 await self._wait_up(timeout, subject)
             try:
-                await nc.send(subject, envelope.data, headers)
+                if envelope.headers or envelope.key is not None:
+                    await nc.send(subject, envelope.data, self._headers(envelope))
+                else:
+                    await nc.send_id(subject, envelope.data, envelope.id)
             except _NATS_ERRORS as exc:
                 raise translate(exc, "publish", subject, timeout or 0) from exc
         if durable:
             await self._js_publish(durable, timeout)
 
-    async def _js_publish(
-        self, items: list[tuple[str, bytes, dict[str, str]]], timeout: float | None
-    ) -> None:
+    async def _js_publish(self, items: list[_Item], timeout: float | None) -> None:
         """Publish to JetStream and wait for every PubAck; publish again what was not
         confirmed (the same Nats-Msg-Id, so JetStream stores it once) until ``timeout``."""
         acks = self._acks
@@ -283,26 +322,27 @@ class NatsTransport:
         while True:
             if not self._up.is_set():
                 await self._wait_up(None if timeout is None else deadline - loop.time(), "")
-            sent: list[tuple[str, asyncio.Future[None]]] = []
+            batch = _Batch(len(items))
+            tokens: list[str] = []
             try:
-                for subject, data, headers in items:
-                    sent.append(await acks.send(subject, data, headers))
+                for index, item in enumerate(items):
+                    tokens.append(await acks.send(item, batch, index))
             except _NATS_ERRORS as exc:
-                for token, _ in sent:
+                for token in tokens:
                     acks.pending.pop(token, None)
                 raise translate(exc, "publish", items[0][0], timeout or 0) from exc
             wait = min(deadline, loop.time() + self.options.ack_timeout) - loop.time()
-            futures = [future for _, future in sent]
-            await asyncio.wait(futures, timeout=max(wait, 0))
-            failed: list[tuple[str, bytes, dict[str, str]]] = []
-            for item, (token, future) in zip(items, sent, strict=True):
-                if not future.done():
+            if batch.left:
+                await asyncio.wait([batch.done], timeout=max(wait, 0))
+            failed: list[_Item] = []
+            for item, token, result in zip(items, tokens, batch.results, strict=True):
+                if result is None:
                     acks.pending.pop(token, None)
-                    future.cancel()
                     failed.append(item)
-                elif (error := future.exception()) is not None:
-                    if not isinstance(error, _NoStream):
-                        raise translate(error, "publish", item[0]) from error
+                elif result is not True:
+                    assert isinstance(result, BaseException)
+                    if not isinstance(result, _NoStream):
+                        raise translate(result, "publish", item[0]) from result
                     failed.append(item)
             if not failed:
                 return
@@ -322,7 +362,7 @@ class NatsTransport:
         stream = await ensure_stream(self._js, subject, self.options.stream_prefix)
         self._covered[subject] = (stream, _FOREVER)
         headers[NATS_MSG_ID] = msg_id
-        await self._js_publish([(subject, data, headers)], self.options.ack_timeout * 6)
+        await self._js_publish([(subject, data, headers, msg_id)], self.options.ack_timeout * 6)
 
     async def send_reply(self, reply: Envelope) -> None:
         """Send a reply to a requester's inbox (core NATS)."""

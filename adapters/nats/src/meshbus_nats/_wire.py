@@ -40,18 +40,21 @@ from nats.errors import (
 
 from meshbus.headers import MESSAGE_ID
 
-__all__ = ["FAST", "DirectDelivery", "MeshClient", "parse_header_block"]
+__all__ = ["FAST", "NATS_MSG_ID", "DirectDelivery", "MeshClient", "parse_header_block"]
 
 DirectDelivery = Callable[[str, str, bytes, dict[str, str]], bool]
 """``(subject, reply, data, headers) -> taken``; called in the connection's read loop."""
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+NATS_MSG_ID = "Nats-Msg-Id"
+"""JetStream's de-duplication header; meshbus sets it to the message id."""
 _CONNECTED = Client.CONNECTED
 _HEAD = "NATS/1.0\r\n"
 _HEAD_SIZE = len(_HEAD)
 _ID_LINE = f"{_HEAD}{MESSAGE_ID}: "
 _ID_BLOCK_SIZE = len(_ID_LINE) + 4
+_DEDUP_BLOCK_SIZE = _ID_BLOCK_SIZE + len(NATS_MSG_ID) + 4
 _ID_HEAD = f"{_HEAD}{MESSAGE_ID}:"
 _ID_HEAD_SIZE = len(_ID_HEAD)
 
@@ -163,29 +166,40 @@ class MeshClient(Client):
         self._check_send(size)
         await self._send_publish(subject, reply, payload, size, headers)
 
-    async def send_id(self, subject: str, payload: bytes, message_id: str) -> None:
-        """``send`` of a message whose only header is its meshbus id (most messages): the
-        command line and header block come from a cache keyed by subject and sizes."""
-        if not self.fast:
-            await self.publish(subject, payload, headers={MESSAGE_ID: message_id})
+    async def send_id(self, subject: str, payload: bytes, message_id: str, reply: str = "") -> None:
+        """``send`` of a message whose only header is its meshbus id, as most are. With a
+        ``reply`` (a JetStream publish awaiting its PubAck) the id is also the message's
+        ``Nats-Msg-Id``. Core publishes take their command line from a cache."""
+        if not self.fast or not message_id.isascii():  # sizes below count characters
+            headers = {MESSAGE_ID: message_id}
+            if reply:
+                headers[NATS_MSG_ID] = message_id
+            await self.send(subject, payload, headers, reply)
             return
         size = len(payload)
         if self._status != _CONNECTED or size > self._max_payload:
             self._check_send(size)
-        key = (subject, len(message_id), size)
-        head = self._heads.get(key)
-        if head is None:
-            block = len(message_id) + _ID_BLOCK_SIZE
-            head = f"HPUB {subject}  {block} {block + size}\r\n{_ID_LINE}".encode()
-            if len(self._heads) >= 4096:
-                self._heads.clear()
-            self._heads[key] = head
+        if reply:
+            block = 2 * len(message_id) + _DEDUP_BLOCK_SIZE
+            head = (
+                f"HPUB {subject} {reply} {block} {block + size}\r\n{_ID_LINE}{message_id}"
+                f"\r\n{NATS_MSG_ID}: {message_id}\r\n\r\n"
+            ).encode()
+            command = b"".join((head, payload, b"\r\n"))
+        else:
+            key = (subject, len(message_id), size)
+            cached = self._heads.get(key)
+            if cached is None:
+                block = len(message_id) + _ID_BLOCK_SIZE
+                cached = f"HPUB {subject}  {block} {block + size}\r\n{_ID_LINE}".encode()
+                if len(self._heads) >= 4096:
+                    self._heads.clear()
+                self._heads[key] = cached
+            command = b"".join((cached, message_id.encode(), b"\r\n\r\n", payload, b"\r\n"))
         stats = self.stats
         stats["out_msgs"] += 1
         stats["out_bytes"] += size
-        await self._send_command(
-            b"".join((head, message_id.encode(), b"\r\n\r\n", payload, b"\r\n"))
-        )
+        await self._send_command(command)
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
 
