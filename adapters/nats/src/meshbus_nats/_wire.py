@@ -1,20 +1,24 @@
-"""The one place this adapter reaches into nats-py's internals, for speed.
+"""The one place this adapter reaches into nats-py's internals: for speed, and for one fix.
 
 Every meshbus message carries its id in an ``mb-id`` header (an ordinary NATS header, so plain
 NATS clients read meshbus messages and meshbus reads theirs). nats-py encodes and parses headers
 field by field, and hands every message to a subscription through an ``asyncio.Queue`` and a
 task per subscription; on small messages that costs more than the rest of the round trip.
 ``MeshClient`` keeps nats-py's wire protocol, connection handling and every public behaviour,
-and overrides three private methods:
+and overrides four private methods:
 
 - ``_send_publish``: the header block written in one join (same checks as nats-py: token names,
-  values stripped, line breaks replaced);
+  values stripped, line breaks replaced); ``send`` and ``send_id`` are ``publish`` for subjects
+  meshbus has already checked, the latter writing an id-only message in one format;
 - ``_process_headers``: a plain ``NATS/1.0`` header block parsed in one pass (status lines and
   anything unusual go to nats-py's own parser);
 - ``_process_msg``: a subscription registered with ``deliver_directly`` gets the message in the
   read loop, without nats-py's ``Msg``, queue and task; its function may decline a message (a
   full buffer), which then takes nats-py's usual path, and so does every later message until
-  that path is empty again, so order holds.
+  that path is empty again, so order holds;
+- ``_send_ping`` (the fix): nats-py 2.16 writes a flush's PING ahead of commands still waiting
+  for its flusher task, so ``subscribe(); flush()`` could return before the server had the
+  SUB. Pending commands are written first.
 
 ``FAST`` is false when the installed nats-py does not have these methods with the signatures
 used here; the client then behaves exactly as nats-py's ``Client`` and nothing is delivered
@@ -23,6 +27,7 @@ directly.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 from collections.abc import Callable
@@ -113,6 +118,9 @@ class MeshClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self.fast = FAST and all(hasattr(self, name) for name in _ATTRIBUTES)
+        self._pending_ahead_of_ping = _signature("_send_ping") == ["self", "future"] and all(
+            hasattr(self, name) for name in ("_pending", "_transport", "_status")
+        )
         """Whether the faster paths are on (see ``FAST``)."""
         self._direct: dict[int, tuple[Subscription, DirectDelivery]] = {}
         self._behind: set[int] = set()
@@ -223,6 +231,20 @@ class MeshClient(Client):
         await self._send_command(b"".join((line, block, payload, b"\r\n")))
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
+
+    async def _send_ping(self, future: asyncio.Future[bool] | None = None) -> None:
+        # nats-py writes the PING straight to the socket, ahead of commands still waiting for
+        # its flusher task; the PONG then proves nothing about them, and ``flush()`` after
+        # ``subscribe()`` can return before the server has the SUB (a request from another
+        # connection then meets "no responders"). Write what is pending first, as the
+        # flusher would.
+        transport = self._transport
+        if self._pending_ahead_of_ping and self._pending and self._status == _CONNECTED:
+            assert transport is not None  # connected
+            transport.writelines(self._pending[:])
+            self._pending = []
+            self._pending_data_size = 0
+        await super()._send_ping(future)
 
     # -- receiving -------------------------------------------------------------------------
 
