@@ -40,6 +40,14 @@ def server() -> Iterator[NatsServer]:
         yield nats_server
 
 
+async def settled(nc: nats.aio.client.Client) -> None:
+    """Make sure the server has this connection's subscriptions. nats-py 2.16's ``flush()``
+    writes its PING ahead of a SUB still waiting for the flusher task, so one flush can return
+    before the server has the SUB; a second one cannot (meshbus_nats's client fixes this)."""
+    await nc.flush()
+    await nc.flush()
+
+
 def space() -> str:
     return "b" + uuid.uuid4().hex[:10]
 
@@ -57,7 +65,7 @@ async def raw_core(url: str, size: int, count: int) -> None:
             done.set()
 
     await con.subscribe("bench.core", cb=on_msg)
-    await con.flush()
+    await settled(con)
     for _ in range(count):
         await pub.publish("bench.core", payload)
     await asyncio.wait_for(done.wait(), 60)
@@ -174,7 +182,7 @@ async def raw_request(url: str, samples: list[float]) -> None:
         await msg.respond(msg.data)
 
     await responder.subscribe("bench.rpc", queue="svc", cb=respond)
-    await responder.flush()
+    await settled(responder)
     payload = b"x" * 100
     for _ in range(ROUNDS):
         start = time.perf_counter()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -21,7 +20,6 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from meshbus.errors import Closed, MeshbusError, PayloadTooLarge, PublishTimeout
@@ -29,6 +27,7 @@ from meshbus.headers import KEY, MESSAGE_ID
 from meshbus.message import Message
 from meshbus.transport import Capabilities, Envelope
 from meshbus_nats._errors import translate
+from meshbus_nats._inboxes import Batch, Item, NoStream, PubAcks, Replies
 from meshbus_nats._options import NatsOptions
 from meshbus_nats._streams import ensure_consumer, ensure_stream, find_stream
 from meshbus_nats._subscriptions import Broadcast, Member
@@ -47,82 +46,6 @@ _NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 _FOREVER = float("inf")
 
 
-class _NoStream(Exception):
-    """JetStream answered a publish with 503: no stream (yet), e.g. just after a restart."""
-
-
-_Item = tuple[str, bytes, dict[str, str] | None, str]
-"""A JetStream publish: subject, data, headers (``None``: only the id), message id."""
-
-
-class _Batch:
-    """The PubAcks of one batch of JetStream publishes: one result per message, one future
-    for the whole batch."""
-
-    __slots__ = ("done", "left", "results")
-
-    def __init__(self, size: int) -> None:
-        self.left = size
-        self.results: list[BaseException | bool | None] = [None] * size
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def settle(self, index: int, result: BaseException | bool) -> None:
-        if self.results[index] is None:
-            self.results[index] = result
-            self.left -= 1
-            if not self.left and not self.done.done():
-                self.done.set_result(None)
-
-
-class _Acks:
-    """Pipelined JetStream publishes: one wildcard inbox, PubAcks delivered directly."""
-
-    def __init__(self, nc: MeshClient) -> None:
-        self.nc = nc
-        self.prefix = nc.new_inbox() + "."
-        self.skip = len(self.prefix)
-        self.pending: dict[str, tuple[_Batch, int]] = {}
-        self.count = 0
-
-    async def start(self) -> None:
-        sub = await self.nc.subscribe(self.prefix + "*", cb=self._on_reply)
-        self.nc.deliver_directly(sub, self._direct_reply)
-
-    async def send(self, item: _Item, batch: _Batch, index: int) -> str:
-        """Publish ``item`` with a reply inbox for its PubAck; return the inbox's token."""
-        self.count += 1
-        token = f"{self.count:x}"
-        self.pending[token] = (batch, index)
-        subject, data, headers, message_id = item
-        if headers is None:
-            await self.nc.send_id(subject, data, message_id, self.prefix + token)
-        else:
-            await self.nc.send(subject, data, headers, self.prefix + token)
-        return token
-
-    def _direct_reply(self, subject: str, reply: str, data: bytes, headers: dict[str, str]) -> bool:
-        if not data:
-            return False  # a status (503: no stream); _on_reply reads it
-        self._answer(subject, data, headers)
-        return True
-
-    async def _on_reply(self, msg: Msg) -> None:
-        self._answer(msg.subject, msg.data, msg.headers or {})
-
-    def _answer(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
-        waiting = self.pending.pop(subject[self.skip :], None)
-        if waiting is None:
-            return
-        batch, index = waiting
-        if not data:
-            batch.settle(index, _NoStream(headers.get("Status", "")))
-        elif b'"error"' in data:
-            error = json.loads(data)["error"]
-            batch.settle(index, nats.js.errors.APIError.from_error(error))
-        else:
-            batch.settle(index, True)
-
-
 class NatsTransport:
     """The ``nats://`` channel (see the module docstring and the README's NATS section)."""
 
@@ -139,7 +62,8 @@ class NatsTransport:
         self.request_skip = len(self.options.request_prefix) + 1
         self._nc: MeshClient | None = None
         self._js: JetStreamContext | None = None
-        self._acks: _Acks | None = None
+        self._acks: PubAcks | None = None
+        self._replies: Replies | None = None
         self._up = asyncio.Event()
         self._server_max = 1024 * 1024
         self._covered: dict[str, tuple[str, float]] = {}
@@ -189,8 +113,10 @@ class NatsTransport:
         nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
         self._js = nc.jetstream()
-        self._acks = _Acks(nc)
+        self._acks = PubAcks(nc)
         await self._acks.start()
+        self._replies = Replies(nc)
+        await self._replies.start()
         self._server_max = nc.max_payload
         self.capabilities = replace(self.capabilities, max_payload=nc.max_payload - HEADROOM)
         self._up.set()
@@ -243,7 +169,7 @@ class NatsTransport:
                 raise PayloadTooLarge(size, self._server_max, envelope.subject)
         return headers
 
-    def _item(self, envelope: Envelope) -> _Item:
+    def _item(self, envelope: Envelope) -> Item:
         """A JetStream publish of ``envelope``, de-duplicated by its id (``Nats-Msg-Id``)."""
         if not envelope.headers and envelope.key is None:
             return (envelope.subject, envelope.data, None, envelope.id)
@@ -293,7 +219,7 @@ class NatsTransport:
 
     async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
         """Publish all, with every JetStream PubAck awaited together."""
-        durable: list[_Item] = []
+        durable: list[Item] = []
         nc = self.client
         for envelope in envelopes:
             subject = envelope.subject
@@ -312,7 +238,7 @@ class NatsTransport:
         if durable:
             await self._js_publish(durable, timeout)
 
-    async def _js_publish(self, items: list[_Item], timeout: float | None) -> None:
+    async def _js_publish(self, items: list[Item], timeout: float | None) -> None:
         """Publish to JetStream and wait for every PubAck; publish again what was not
         confirmed (the same Nats-Msg-Id, so JetStream stores it once) until ``timeout``."""
         acks = self._acks
@@ -322,7 +248,7 @@ class NatsTransport:
         while True:
             if not self._up.is_set():
                 await self._wait_up(None if timeout is None else deadline - loop.time(), "")
-            batch = _Batch(len(items))
+            batch = Batch(len(items))
             tokens: list[str] = []
             try:
                 for index, item in enumerate(items):
@@ -334,14 +260,14 @@ class NatsTransport:
             wait = min(deadline, loop.time() + self.options.ack_timeout) - loop.time()
             if batch.left:
                 await asyncio.wait([batch.done], timeout=max(wait, 0))
-            failed: list[_Item] = []
+            failed: list[Item] = []
             for item, token, result in zip(items, tokens, batch.results, strict=True):
                 if result is None:
                     acks.pending.pop(token, None)
                     failed.append(item)
                 elif result is not True:
                     assert isinstance(result, BaseException)
-                    if not isinstance(result, _NoStream):
+                    if not isinstance(result, NoStream):
                         raise translate(result, "publish", item[0]) from result
                     failed.append(item)
             if not failed:
@@ -370,7 +296,7 @@ class NatsTransport:
         if headers is not None:
             del headers[MESSAGE_ID]
         try:
-            await self.client.send(reply.subject, reply.data, headers)
+            await self.client.send_now(reply.subject, reply.data, headers)
         except _NATS_ERRORS as exc:
             raise translate(exc, "respond", reply.subject) from exc
 
@@ -421,19 +347,13 @@ class NatsTransport:
         subject = envelope.subject
         if not self._up.is_set():
             await self._wait_up(timeout, subject)
+        assert self._replies is not None
         try:
-            reply = await self.client.request(
-                f"{self.options.request_prefix}.{subject}",
-                envelope.data,
-                timeout=timeout,
-                headers=headers,
+            return await self._replies.ask(
+                f"{self.options.request_prefix}.{subject}", envelope.data, headers, timeout
             )
         except _NATS_ERRORS as exc:
             raise translate(exc, "request", subject, timeout) from exc
-        reply_headers = reply.headers or {}
-        return Message(
-            reply.subject, reply.data, reply_headers, id=reply_headers.get(MESSAGE_ID, "")
-        )
 
     # -- closing ---------------------------------------------------------------------------
 
