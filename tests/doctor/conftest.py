@@ -42,7 +42,7 @@ asyncio.run(main())
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[Any]:
+def docker_client(docker_engine: str) -> Iterator[Any]:
     """A client of the local Docker engine (fails instead of skipping under the CI switch)."""
     try:
         import docker

@@ -11,45 +11,29 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
-from stacks import APP_IMAGE, ROOT, Stack, log, run
+from stacks import APP_IMAGE, Stack, log, run
 
 from meshbus.testing._infra import missing
 
 
 @pytest.fixture(scope="session")
-def engine() -> Iterator[docker.DockerClient]:
-    if shutil.which("dockerd") is None and shutil.which("docker") is None:
-        missing("the Docker engine", "apt-get install docker.io (make system-deps does it)")
-    started = time.monotonic()
-    done = subprocess.run(
-        ["bash", "scripts/docker-engine.sh", "start"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PY": sys.executable, "PATH": _path()},
-        check=False,
-    )
-    if done.returncode != 0:
-        missing("the Docker engine", done.stderr.strip() or done.stdout.strip())
-    log(f"engine: {done.stdout.strip()} ({time.monotonic() - started:.1f} s)")
+def engine(docker_engine: str) -> Iterator[docker.DockerClient]:
     client = docker.from_env(timeout=300)
     try:
         yield client
     finally:
         client.close()
-        if done.stdout.startswith("started"):
-            subprocess.run(["bash", "scripts/docker-engine.sh", "stop"], cwd=ROOT, check=False)
 
 
 def _path() -> str:
-    return os.pathsep.join([str(ROOT / ".venv" / "bin"), os.environ.get("PATH", "")])
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
 @pytest.fixture(scope="session")
