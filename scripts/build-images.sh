@@ -33,22 +33,32 @@ if [[ "${1:-}" == wheels ]]; then wheels; exit 0; fi
 bash scripts/docker-engine.sh start >/dev/null
 mkdir -p "$OUT"
 
-have() { [[ "${FORCE:-0}" != 1 ]] && docker image inspect "$1" >/dev/null 2>&1; }
+# An image is kept when it exists and was built from the same inputs (label meshbus.inputs).
+have() { # have NAME DIGEST
+    [[ "${FORCE:-0}" != 1 ]] || return 1
+    [[ "$(docker image inspect -f '{{index .Config.Labels "meshbus.inputs"}}' "$1" 2>/dev/null)" == "$2" ]]
+}
+digest() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
 rootfs() { # rootfs NAME PACKAGES: an imported Debian bookworm minbase with PACKAGES
-    local name=$1 packages=$2 tar="$OUT/${1//[\/:]/_}.tar"
-    if have "$name"; then log "$name: present"; return; fi
+    local name=$1 packages=$2 tar="$OUT/${1//[\/:]/_}.tar" inputs
+    inputs=$(echo "bookworm minbase $packages" | sha256sum | cut -c1-16)
+    if have "$name" "$inputs"; then log "$name: present"; return; fi
     log "$name: mmdebstrap bookworm + $packages"
     mmdebstrap --quiet --variant=minbase --include="$packages" bookworm "$tar"
-    docker import --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' "$tar" "$name" >/dev/null
+    docker import --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' \
+        --change "LABEL meshbus.inputs=$inputs" "$tar" "$name" >/dev/null
     rm -f "$tar"
 }
 
 image() { # image NAME CONTEXT: docker build of compose/images/CONTEXT (plus staged files)
-    local name=$1 context=$2
-    if have "$name"; then log "$name: present"; return; fi
+    local name=$1 context=$2 inputs base
+    base=$(awk '/^FROM/ {print $2; exit}' "$OUT/$context/Dockerfile")
+    # The context's files and the base image it builds on: a rebuilt base rebuilds this too.
+    inputs=$( { digest "$OUT/$context"/*; docker image inspect -f '{{.Id}}' "$base"; } | sha256sum | cut -c1-16)
+    if have "$name" "$inputs"; then log "$name: present"; return; fi
     log "$name: docker build compose/images/$context"
-    docker build --quiet -t "$name" "$OUT/$context" 2>&1 >/dev/null | grep -v -e DEPRECATED -e BuildKit -e environment-variable -e "^$" >&2 || true
+    docker build --quiet --label "meshbus.inputs=$inputs" -t "$name" "$OUT/$context" 2>&1 >/dev/null | grep -v -e DEPRECATED -e BuildKit -e environment-variable -e "^$" >&2 || true
     docker image inspect "$name" >/dev/null
 }
 
@@ -70,5 +80,6 @@ rootfs meshbus-local/rabbitmq-base:3.10 rabbitmq-server,ca-certificates
 stage rabbitmq; image meshbus-local/rabbitmq:3.10 rabbitmq
 
 wheels
+docker image prune --force --filter label=meshbus.inputs >/dev/null  # what rebuilds replaced
 log "images:"
 docker image ls --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' 'meshbus-local/*'
