@@ -89,6 +89,18 @@ def test_swarm_replicas_found_through_tasks_name(engine: docker.DockerClient, im
                     r["seq"] for r in workers if r["worker"] == worker and r["kind"] == "event"
                 )
                 assert events == [0, 1, 2], f"{worker} got broadcasts {events}"
+
+            # The doctor inside a replica, on the overlay: every task address answers, and a
+            # 16 KiB frame crosses the overlay (the MTU probe).
+            (task,) = engine.containers.list(
+                filters={"label": f"com.docker.swarm.service.name={name}_worker"}
+            )[:1]
+            code, output = task.exec_run(["meshbus", "doctor", "dns://tasks.worker:7000"])
+            text = output.decode()
+            log(f"doctor in a replica on the overlay exited {code}:\n{text}")
+            assert code == 0, text
+            assert text.count("accepts connections") == 3
+            assert text.count("16384-byte frame reaches") == 3
         finally:
             run(["docker", "stack", "rm", name], env=env)
             wait_for(
