@@ -1,6 +1,8 @@
 """``amqp://`` — the RabbitMQ channel: one durable topic exchange for every subject; broadcast
-subscribers on exclusive auto-delete queues, groups on durable quorum queues (see ``_naming``);
-requests over direct reply-to.
+subscribers on exclusive auto-delete queues, groups on durable quorum queues (see ``_naming``).
+Requests travel on a second topic exchange (``<exchange>.requests``) into classic, non-durable
+queues (a group's request queue, or a broadcast queue bound there too), and replies come back
+to one exclusive reply queue per connection.
 
 The connection is a plain aio-pika connection with its own reconnect layer here: when it drops,
 ``_reconnect`` dials again with backoff, re-declares the exchange and the declared groups, and
@@ -29,7 +31,13 @@ from meshbus.headers import KEY
 from meshbus.message import Message
 from meshbus.transport import Capabilities, Envelope
 from meshbus_rabbitmq._errors import AMQP_ERRORS, translate
-from meshbus_rabbitmq._naming import binding_key, delay_queue, group_queue
+from meshbus_rabbitmq._naming import (
+    binding_key,
+    delay_queue,
+    group_queue,
+    request_exchange,
+    request_queue,
+)  # fmt: skip
 from meshbus_rabbitmq._options import RabbitOptions
 from meshbus_rabbitmq._subscriptions import Broadcast, Member, Subscription
 
@@ -60,6 +68,7 @@ class RabbitTransport:
         self.url = url
         self.options = RabbitOptions.parse(url, options or {})
         self.exchange = self.options.exchange
+        self.requests = request_exchange(self.exchange)
         self.capabilities = Capabilities(
             max_payload=self.options.max_payload,
             durable=True,
@@ -71,6 +80,8 @@ class RabbitTransport:
         self._channels: list[AbstractChannel] = []
         self._pub: aiormq.abc.AbstractChannel | None = None
         self._rpc: aiormq.abc.AbstractChannel | None = None
+        self._plain: aiormq.abc.AbstractChannel | None = None
+        self._reply_to = ""
         self._up = asyncio.Event()
         self._subs: set[Subscription] = set()
         self._groups: dict[str, str] = {}  # queue -> pattern, declared on every (re)connect
@@ -99,11 +110,16 @@ class RabbitTransport:
         try:
             pub = await conn.channel(publisher_confirms=True, on_return_raises=True)
             rpc = await conn.channel(publisher_confirms=True, on_return_raises=True)
-            self._channels = [pub, rpc]
+            plain = await conn.channel(publisher_confirms=False)
+            self._channels = [pub, rpc, plain]
             self._pub = await pub.get_underlay_channel()
             self._rpc = await rpc.get_underlay_channel()
+            self._plain = await plain.get_underlay_channel()
             await self._pub.exchange_declare(self.exchange, exchange_type="topic", durable=True)
-            await self._rpc.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
+            await self._pub.exchange_declare(self.requests, exchange_type="topic", durable=True)
+            declared = await self._plain.queue_declare("", exclusive=True, auto_delete=True)
+            self._reply_to = declared.queue or ""
+            await self._plain.basic_consume(self._reply_to, self._on_reply, no_ack=True)
             self._conn = conn
             self._delays.clear()
             for queue, pattern in list(self._groups.items()):
@@ -318,7 +334,8 @@ class RabbitTransport:
             sub = Broadcast(self, pattern, prefetch)
         else:
             queue = self.group_queue(pattern, group)
-            sub = Member(self, pattern, prefetch, group, queue)
+            requests = request_queue(self.options.queue_prefix, self.exchange, group, pattern)
+            sub = Member(self, pattern, prefetch, group, queue, requests)
             self._groups[queue] = pattern
         if not self._up.is_set():
             await self.wait_up(asyncio.get_running_loop().time() + 30, pattern)
@@ -351,14 +368,14 @@ class RabbitTransport:
             headers = {**headers, KEY: envelope.key}
         props = Basic.Properties(
             headers=headers, message_id=envelope.id, correlation_id=envelope.id,
-            reply_to=REPLY_TO, expiration=str(max(1, int(timeout * 1000))), delivery_mode=1,
+            reply_to=self._reply_to, expiration=str(max(1, int(timeout * 1000))), delivery_mode=1,
         )  # fmt: skip
         future: asyncio.Future[Message] = loop.create_future()
         self._replies[envelope.id] = future
         try:
             async with asyncio.timeout_at(deadline):
                 await rpc.basic_publish(
-                    envelope.data, exchange=self.exchange, routing_key=subject,
+                    envelope.data, exchange=self.requests, routing_key=subject,
                     properties=props, mandatory=True,
                 )  # fmt: skip
                 return await future
@@ -380,15 +397,16 @@ class RabbitTransport:
         )
 
     async def send_reply(self, reply: Envelope, correlation_id: str) -> None:
-        """Send a reply to a requester's direct reply-to address."""
+        """Send a reply to a requester's reply queue (no confirm: nothing is waiting for it but
+        the requester)."""
         if not self._up.is_set():
             await self.wait_up(asyncio.get_running_loop().time() + 5, reply.subject)
-        rpc = self._rpc
-        assert rpc is not None
+        plain = self._plain
+        assert plain is not None
         headers: dict[str, Any] = reply.headers
         props = Basic.Properties(headers=headers, correlation_id=correlation_id)
         try:
-            await rpc.basic_publish(reply.data, exchange="", routing_key=reply.subject,
+            await plain.basic_publish(reply.data, exchange="", routing_key=reply.subject,
                                     properties=props)  # fmt: skip
         except AMQP_ERRORS as exc:
             raise translate(exc, "respond", reply.subject) from exc
