@@ -12,6 +12,7 @@ import hashlib
 __all__ = [
     "binding_key", "broadcast_queue", "delay_queue", "group_queue", "request_exchange",
     "request_queue",
+    "unrouted_exchange",
 ]  # fmt: skip
 
 _MAX_NAME = 255
@@ -54,6 +55,13 @@ def request_exchange(exchange: str) -> str:
     """The topic exchange that carries requests: ``<exchange>.requests``. Requests are live
     (their asker waits), so they stay out of the groups' durable queues."""
     return f"{exchange}.requests"
+
+
+def unrouted_exchange(exchange: str) -> str:
+    """The headers exchange where requests that no queue takes go (the request exchange's
+    alternate exchange): ``<exchange>.requests.unrouted``. Each connection's reply queue is
+    bound there on its own name, so an unroutable request comes back to its asker."""
+    return f"{request_exchange(exchange)}.unrouted"
 
 
 def broadcast_queue(prefix: str, exchange: str, token: str) -> str:

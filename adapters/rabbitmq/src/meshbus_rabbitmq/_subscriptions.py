@@ -30,8 +30,11 @@ from meshbus_rabbitmq._naming import binding_key, broadcast_queue
 if TYPE_CHECKING:
     from meshbus_rabbitmq._transport import RabbitTransport
 
-__all__ = ["PRIOR", "SUBJECT", "Broadcast", "Member", "Subscription"]
+__all__ = ["ASKER", "PRIOR", "SUBJECT", "Broadcast", "Member", "Subscription"]
 
+ASKER = "mb-asker"
+"""On a request: the asker's reply queue. The alternate exchange of the request exchange routes
+on it, so that a request nobody takes comes back to its asker (``NoResponders``)."""
 PRIOR = "mb-prior-attempts"
 """Deliveries a message had before it was parked for ``nack(delay)`` (the copy that comes back
 starts a new delivery count)."""
@@ -135,6 +138,7 @@ class _Inbox:
     def _message(self, delivered: aiormq.abc.DeliveredMessage) -> Message:
         props = delivered.header.properties
         headers: dict[str, Any] = props.headers or {}
+        headers.pop(ASKER, None)
         count = headers.pop("x-delivery-count", None)  # quorum queues count deliveries
         if count is None:  # a classic queue (requests) only flags a redelivery
             count = 1 if getattr(delivered.delivery, "redelivered", False) else 0

@@ -26,7 +26,14 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from meshbus.errors import Closed, ConnectionLost, MeshbusError, PublishTimeout, RequestTimeout
+from meshbus.errors import (
+    Closed,
+    ConnectionLost,
+    MeshbusError,
+    NoResponders,
+    PublishTimeout,
+    RequestTimeout,
+)  # fmt: skip
 from meshbus.headers import KEY
 from meshbus.message import Message
 from meshbus.transport import Capabilities, Envelope
@@ -37,15 +44,15 @@ from meshbus_rabbitmq._naming import (
     group_queue,
     request_exchange,
     request_queue,
+    unrouted_exchange,
 )  # fmt: skip
 from meshbus_rabbitmq._options import RabbitOptions
-from meshbus_rabbitmq._subscriptions import Broadcast, Member, Subscription
+from meshbus_rabbitmq._subscriptions import ASKER, Broadcast, Member, Subscription
 
 __all__ = ["DEAD_LETTER_KEEPER", "RabbitTransport"]
 
 log = logging.getLogger("meshbus.rabbitmq")
 
-REPLY_TO = "amq.rabbitmq.reply-to"
 DEAD_LETTER_KEEPER = "dead-letters"
 """The group that keeps dead letters: ``reject`` declares it on ``dead-letter.<group>`` so that
 no dead letter is dropped for want of a subscriber."""
@@ -79,8 +86,7 @@ class RabbitTransport:
         self._conn: AbstractConnection | None = None
         self._channels: list[AbstractChannel] = []
         self._pub: aiormq.abc.AbstractChannel | None = None
-        self._rpc: aiormq.abc.AbstractChannel | None = None
-        self._plain: aiormq.abc.AbstractChannel | None = None
+        self._rpc: aiormq.abc.AbstractChannel | None = None  # requests and replies, no confirms
         self._reply_to = ""
         self._up = asyncio.Event()
         self._subs: set[Subscription] = set()
@@ -109,17 +115,12 @@ class RabbitTransport:
         conn = await aio_pika.connect(opts.url, **kwargs)
         try:
             pub = await conn.channel(publisher_confirms=True, on_return_raises=True)
-            rpc = await conn.channel(publisher_confirms=True, on_return_raises=True)
-            plain = await conn.channel(publisher_confirms=False)
-            self._channels = [pub, rpc, plain]
+            rpc = await conn.channel(publisher_confirms=False)
+            self._channels = [pub, rpc]
             self._pub = await pub.get_underlay_channel()
             self._rpc = await rpc.get_underlay_channel()
-            self._plain = await plain.get_underlay_channel()
-            await self._pub.exchange_declare(self.exchange, exchange_type="topic", durable=True)
-            await self._pub.exchange_declare(self.requests, exchange_type="topic", durable=True)
-            declared = await self._plain.queue_declare("", exclusive=True, auto_delete=True)
-            self._reply_to = declared.queue or ""
-            await self._plain.basic_consume(self._reply_to, self._on_reply, no_ack=True)
+            await self._declare_exchanges(self._pub)
+            await self._open_reply_queue(self._rpc)
             self._conn = conn
             self._delays.clear()
             for queue, pattern in list(self._groups.items()):
@@ -134,6 +135,23 @@ class RabbitTransport:
                 await conn.close()
             raise
         self._up.set()
+
+    async def _declare_exchanges(self, ch: aiormq.abc.AbstractChannel) -> None:
+        """The subjects' exchange, the request exchange and its alternate exchange."""
+        unrouted = unrouted_exchange(self.exchange)
+        await ch.exchange_declare(self.exchange, exchange_type="topic", durable=True)
+        await ch.exchange_declare(unrouted, exchange_type="headers", durable=True)
+        await ch.exchange_declare(self.requests, exchange_type="topic", durable=True,
+                                  arguments={"alternate-exchange": unrouted})  # fmt: skip
+
+    async def _open_reply_queue(self, ch: aiormq.abc.AbstractChannel) -> None:
+        """This connection's exclusive reply queue, bound to the alternate exchange on its own
+        name (a request that no queue takes comes back to it), and its consumer."""
+        declared = await ch.queue_declare("", exclusive=True, auto_delete=True)
+        name = self._reply_to = declared.queue or ""
+        await ch.queue_bind(name, unrouted_exchange(self.exchange),
+                            arguments={"x-match": "all", ASKER: name})  # fmt: skip
+        await ch.basic_consume(name, self._on_reply, no_ack=True)
 
     def _on_close(self, sender: Any, exc: BaseException | None) -> None:
         if self._closed or sender is not self._conn:
@@ -354,8 +372,10 @@ class RabbitTransport:
     # -- request / reply -------------------------------------------------------------------
 
     async def request(self, envelope: Envelope, timeout: float) -> Message:
-        """Publish with ``mandatory`` and direct reply-to; a returned message (no queue bound)
-        raises ``NoResponders``; the request expires from queues after ``timeout``."""
+        """Publish to the request exchange (no confirm: the reply is the answer), replies to
+        this connection's reply queue; a request that no queue takes comes back through the
+        alternate exchange and raises ``NoResponders``. It expires from queues after
+        ``timeout``."""
         loop = asyncio.get_running_loop()
         subject = envelope.subject
         deadline = loop.time() + timeout
@@ -363,9 +383,9 @@ class RabbitTransport:
             await self.wait_up(deadline, subject)
         rpc = self._rpc
         assert rpc is not None
-        headers: dict[str, Any] = envelope.headers
+        headers: dict[str, Any] = {**envelope.headers, ASKER: self._reply_to}
         if envelope.key is not None:
-            headers = {**headers, KEY: envelope.key}
+            headers[KEY] = envelope.key
         props = Basic.Properties(
             headers=headers, message_id=envelope.id, correlation_id=envelope.id,
             reply_to=self._reply_to, expiration=str(max(1, int(timeout * 1000))), delivery_mode=1,
@@ -375,8 +395,7 @@ class RabbitTransport:
         try:
             async with asyncio.timeout_at(deadline):
                 await rpc.basic_publish(
-                    envelope.data, exchange=self.requests, routing_key=subject,
-                    properties=props, mandatory=True,
+                    envelope.data, exchange=self.requests, routing_key=subject, properties=props,
                 )  # fmt: skip
                 return await future
         except TimeoutError as exc:
@@ -392,6 +411,9 @@ class RabbitTransport:
         if future is None or future.done():
             return
         headers: dict[str, Any] = props.headers or {}
+        if ASKER in headers:  # our own request, back from the alternate exchange
+            future.set_exception(NoResponders(delivered.routing_key or ""))
+            return
         future.set_result(
             Message(delivered.routing_key or "", delivered.body, headers, id=props.message_id or "")
         )
@@ -401,12 +423,12 @@ class RabbitTransport:
         the requester)."""
         if not self._up.is_set():
             await self.wait_up(asyncio.get_running_loop().time() + 5, reply.subject)
-        plain = self._plain
-        assert plain is not None
+        rpc = self._rpc
+        assert rpc is not None
         headers: dict[str, Any] = reply.headers
         props = Basic.Properties(headers=headers, correlation_id=correlation_id)
         try:
-            await plain.basic_publish(reply.data, exchange="", routing_key=reply.subject,
+            await rpc.basic_publish(reply.data, exchange="", routing_key=reply.subject,
                                     properties=props)  # fmt: skip
         except AMQP_ERRORS as exc:
             raise translate(exc, "respond", reply.subject) from exc
