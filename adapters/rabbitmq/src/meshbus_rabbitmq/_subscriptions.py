@@ -180,7 +180,7 @@ class _Inbox:
         """Nothing to do: RabbitMQ runs no per-delivery timer short of its consumer timeout."""
 
     async def respond(self, message: Message, reply: Envelope) -> None:
-        """Send ``reply`` to the requester's direct reply-to address."""
+        """Send ``reply`` to the requester's reply queue."""
         await self.transport.send_reply(reply, message.id)
 
 
