@@ -10,10 +10,14 @@ from __future__ import annotations
 import hashlib
 
 __all__ = [
-    "binding_key", "broadcast_queue", "delay_queue", "group_queue", "request_exchange",
+    "binding_key",
+    "broadcast_queue",
+    "delay_queue",
+    "group_queue",
+    "request_exchange",
     "request_queue",
     "unrouted_exchange",
-]  # fmt: skip
+]
 
 _MAX_NAME = 255
 

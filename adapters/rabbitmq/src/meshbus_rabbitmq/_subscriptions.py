@@ -237,10 +237,9 @@ class Broadcast(_Inbox):
 
 class Member(_Inbox):
     """One member of a group: a consumer of the group's quorum queue and of its request queue.
-    ``ack`` is basic.ack,
-    ``nack`` basic.nack with requeue (or, with a delay, a confirmed copy parked in a TTL queue
-    that dead-letters back, then an ack), ``reject`` a confirmed publish to
-    ``dead-letter.<group>`` then an ack."""
+    ``ack`` is basic.ack, ``nack`` basic.nack with requeue (or, with a delay, a confirmed copy
+    parked in a TTL queue that dead-letters back, then an ack), ``reject`` a confirmed publish
+    to ``dead-letter.<group>`` then an ack."""
 
     def __init__(self, transport: RabbitTransport, pattern: str, prefetch: int, group: str,
                  queue: str, request_queue: str) -> None:  # fmt: skip

@@ -5,10 +5,10 @@ queues (a group's request queue, or a broadcast queue bound there too), and repl
 to one exclusive reply queue per connection.
 
 The connection is a plain aio-pika connection with its own reconnect layer here: when it drops,
-``_reconnect`` dials again with backoff, re-declares the exchange and the declared groups, and
-re-attaches every subscription (a new channel, its queue, binding and consumer) before
-publishes are let through again, so that nothing published after a reconnect misses a restored
-subscription. Hot paths (publish, deliver, ack) use the aiormq channel under aio-pika's.
+``_reconnect`` dials again with backoff, re-declares the exchanges, a reply queue and the
+declared groups, and re-attaches every subscription (a new channel, its queues, bindings and
+consumers) before publishes are let through again, so that nothing published after a reconnect
+misses a restored subscription. Hot paths (publish, deliver, ack) use the aiormq channel under aio-pika's.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from meshbus.errors import (
     NoResponders,
     PublishTimeout,
     RequestTimeout,
-)  # fmt: skip
+)
 from meshbus.headers import KEY
 from meshbus.message import Message
 from meshbus.transport import Capabilities, Envelope
@@ -45,7 +45,7 @@ from meshbus_rabbitmq._naming import (
     request_exchange,
     request_queue,
     unrouted_exchange,
-)  # fmt: skip
+)
 from meshbus_rabbitmq._options import RabbitOptions
 from meshbus_rabbitmq._subscriptions import ASKER, Broadcast, Member, Subscription
 
