@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from meshbus.testing._infra import missing
@@ -40,10 +41,13 @@ class RabbitMQServer(BrokerProcess):
         bin_dir: str | os.PathLike[str] = "/usr/lib/rabbitmq/bin",
         start_timeout: float = 90.0,
         stop_timeout: float = 30.0,
+        config: Mapping[str, str] | None = None,
     ) -> None:
-        """Prepare a node; ``bin_dir`` holds ``rabbitmq-server`` and ``rabbitmqctl``."""
+        """Prepare a node; ``bin_dir`` holds ``rabbitmq-server`` and ``rabbitmqctl``;
+        ``config`` goes into its ``rabbitmq.conf`` (``{"listeners.ssl.default": "..."}``)."""
         super().__init__(port=port, start_timeout=start_timeout, stop_timeout=stop_timeout)
         self.bin_dir = Path(bin_dir)
+        self.config = dict(config or {})
         server, epmd = self.bin_dir / "rabbitmq-server", shutil.which("epmd")
         if not os.access(server, os.X_OK) or epmd is None:
             missing(
@@ -87,7 +91,8 @@ class RabbitMQServer(BrokerProcess):
     def _prepare(self) -> None:
         (self.data_dir / "enabled_plugins").write_text("[].\n")
         (self.data_dir / "rabbitmq-env.conf").write_text("")
-        (self.data_dir / "rabbitmq.conf").write_text("")
+        lines = "".join(f"{key} = {value}\n" for key, value in self.config.items())
+        (self.data_dir / "rabbitmq.conf").write_text(lines)
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
