@@ -8,7 +8,8 @@ The connection is a plain aio-pika connection with its own reconnect layer here:
 ``_reconnect`` dials again with backoff, re-declares the exchanges, a reply queue and the
 declared groups, and re-attaches every subscription (a new channel, its queues, bindings and
 consumers) before publishes are let through again, so that nothing published after a reconnect
-misses a restored subscription. Hot paths (publish, deliver, ack) use the aiormq channel under aio-pika's.
+misses a restored subscription. Hot paths (publish, deliver, ack) use the aiormq channel under
+aio-pika's.
 """
 
 from __future__ import annotations
