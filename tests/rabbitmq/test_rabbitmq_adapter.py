@@ -87,7 +87,8 @@ async def queue_depth(url: str, queue: str) -> int:
 async def test_requests_bypass_the_group_queue(rabbitmq_server: RabbitMQServer) -> None:
     """Requests are live: they go to members on the group's request queue, never into its
     durable quorum queue. A group that is declared but has no member online answers nobody,
-    so a request to it raises NoResponders at once instead of waiting in the quorum queue."""
+    so a request to it raises NoResponders at once instead of waiting in the quorum queue. A
+    nacked request comes again."""
     tag = uuid.uuid4().hex[:10]
     subject, group = f"r{tag}.x", f"g{tag}"
     queue = group_queue("mb.", "meshbus", group, subject)
@@ -101,6 +102,9 @@ async def test_requests_bypass_the_group_queue(rabbitmq_server: RabbitMQServer) 
             asking = asyncio.ensure_future(bus.request(subject, b"q", timeout=10))
             msg = await anext(sub)
             assert (msg.data, msg.attempt) == (b"q", 1)
+            await msg.nack()  # a classic queue only flags the redelivery: attempt 2
+            msg = await anext(sub)
+            assert (msg.data, msg.attempt) == (b"q", 2)
             await msg.respond(b"a")
             assert (await asking).data == b"a"
             await bus.publish(subject, b"plain")
