@@ -26,15 +26,13 @@ from meshbus.message import Message
 from meshbus.transport import Envelope
 from meshbus_rabbitmq._errors import AMQP_ERRORS, translate
 from meshbus_rabbitmq._naming import binding_key, broadcast_queue
+from meshbus_rabbitmq._requests import ASKER
 
 if TYPE_CHECKING:
     from meshbus_rabbitmq._transport import RabbitTransport
 
-__all__ = ["ASKER", "PRIOR", "SUBJECT", "Broadcast", "Member", "Subscription"]
+__all__ = ["PRIOR", "SUBJECT", "Broadcast", "Member", "Subscription"]
 
-ASKER = "mb-asker"
-"""On a request: the asker's reply queue. The alternate exchange of the request exchange routes
-on it, so that a request nobody takes comes back to its asker (``NoResponders``)."""
 PRIOR = "mb-prior-attempts"
 """Deliveries a message had before it was parked for ``nack(delay)`` (the copy that comes back
 starts a new delivery count)."""

@@ -2,7 +2,7 @@
 subscribers on exclusive auto-delete queues, groups on durable quorum queues (see ``_naming``).
 Requests travel on a second topic exchange (``<exchange>.requests``) into classic, non-durable
 queues (a group's request queue, or a broadcast queue bound there too), and replies come back
-to one exclusive reply queue per connection.
+to one exclusive reply queue per connection (see ``_requests``).
 
 The connection is a plain aio-pika connection with its own reconnect layer here: when it drops,
 ``_reconnect`` dials again with backoff, re-declares the exchanges, a reply queue and the
@@ -24,31 +24,17 @@ import aio_pika
 import aiormq
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection
-from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from meshbus.errors import (
-    Closed,
-    ConnectionLost,
-    MeshbusError,
-    NoResponders,
-    PublishTimeout,
-    RequestTimeout,
-)
+from meshbus.errors import Closed, ConnectionLost, MeshbusError, PublishTimeout
 from meshbus.headers import KEY
 from meshbus.message import Message
 from meshbus.transport import Capabilities, Envelope
 from meshbus_rabbitmq._errors import AMQP_ERRORS, translate
-from meshbus_rabbitmq._naming import (
-    binding_key,
-    delay_queue,
-    group_queue,
-    request_exchange,
-    request_queue,
-    unrouted_exchange,
-)
+from meshbus_rabbitmq._naming import binding_key, delay_queue, group_queue, request_queue
 from meshbus_rabbitmq._options import RabbitOptions
-from meshbus_rabbitmq._subscriptions import ASKER, Broadcast, Member, Subscription
+from meshbus_rabbitmq._requests import Requests
+from meshbus_rabbitmq._subscriptions import Broadcast, Member, Subscription
 
 __all__ = ["DEAD_LETTER_KEEPER", "RabbitTransport"]
 
@@ -76,7 +62,8 @@ class RabbitTransport:
         self.url = url
         self.options = RabbitOptions.parse(url, options or {})
         self.exchange = self.options.exchange
-        self.requests = request_exchange(self.exchange)
+        self.rpc = Requests(self.exchange)
+        self.requests = self.rpc.exchange
         self.capabilities = Capabilities(
             max_payload=self.options.max_payload,
             durable=True,
@@ -87,13 +74,10 @@ class RabbitTransport:
         self._conn: AbstractConnection | None = None
         self._channels: list[AbstractChannel] = []
         self._pub: aiormq.abc.AbstractChannel | None = None
-        self._rpc: aiormq.abc.AbstractChannel | None = None  # requests and replies, no confirms
-        self._reply_to = ""
         self._up = asyncio.Event()
         self._subs: set[Subscription] = set()
         self._groups: dict[str, str] = {}  # queue -> pattern, declared on every (re)connect
         self._delays: set[str] = set()  # delay queues declared on this connection
-        self._replies: dict[str, asyncio.Future[Message]] = {}
         self._reconnect_task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -119,9 +103,9 @@ class RabbitTransport:
             rpc = await conn.channel(publisher_confirms=False)
             self._channels = [pub, rpc]
             self._pub = await pub.get_underlay_channel()
-            self._rpc = await rpc.get_underlay_channel()
-            await self._declare_exchanges(self._pub)
-            await self._open_reply_queue(self._rpc)
+            await self._pub.exchange_declare(self.exchange, exchange_type="topic", durable=True)
+            await self.rpc.declare_exchanges(self._pub)
+            await self.rpc.open(await rpc.get_underlay_channel())
             self._conn = conn
             self._delays.clear()
             for queue, pattern in list(self._groups.items()):
@@ -137,31 +121,12 @@ class RabbitTransport:
             raise
         self._up.set()
 
-    async def _declare_exchanges(self, ch: aiormq.abc.AbstractChannel) -> None:
-        """The subjects' exchange, the request exchange and its alternate exchange."""
-        unrouted = unrouted_exchange(self.exchange)
-        await ch.exchange_declare(self.exchange, exchange_type="topic", durable=True)
-        await ch.exchange_declare(unrouted, exchange_type="headers", durable=True)
-        await ch.exchange_declare(self.requests, exchange_type="topic", durable=True,
-                                  arguments={"alternate-exchange": unrouted})  # fmt: skip
-
-    async def _open_reply_queue(self, ch: aiormq.abc.AbstractChannel) -> None:
-        """This connection's exclusive reply queue, bound to the alternate exchange on its own
-        name (a request that no queue takes comes back to it), and its consumer."""
-        declared = await ch.queue_declare("", exclusive=True, auto_delete=True)
-        name = self._reply_to = declared.queue or ""
-        await ch.queue_bind(name, unrouted_exchange(self.exchange),
-                            arguments={"x-match": "all", ASKER: name})  # fmt: skip
-        await ch.basic_consume(name, self._on_reply, no_ack=True)
-
     def _on_close(self, sender: Any, exc: BaseException | None) -> None:
         if self._closed or sender is not self._conn:
             return
         log.debug("rabbitmq: connection lost: %r", exc)
         self._up.clear()
-        for future in self._replies.values():
-            if not future.done():
-                future.set_exception(ConnectionLost("the RabbitMQ connection was lost"))
+        self.rpc.connection_lost()
         if self._reconnect_task is None or self._reconnect_task.done():
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
 
@@ -373,66 +338,18 @@ class RabbitTransport:
     # -- request / reply -------------------------------------------------------------------
 
     async def request(self, envelope: Envelope, timeout: float) -> Message:
-        """Publish to the request exchange (no confirm: the reply is the answer), replies to
-        this connection's reply queue; a request that no queue takes comes back through the
-        alternate exchange and raises ``NoResponders``. It expires from queues after
-        ``timeout``."""
-        loop = asyncio.get_running_loop()
-        subject = envelope.subject
-        deadline = loop.time() + timeout
+        """Send a request and wait for its reply (see ``_requests``), after waiting out a
+        reconnect until ``timeout``."""
+        deadline = asyncio.get_running_loop().time() + timeout
         if not self._up.is_set():
-            await self.wait_up(deadline, subject)
-        rpc = self._rpc
-        assert rpc is not None
-        headers: dict[str, Any] = {**envelope.headers, ASKER: self._reply_to}
-        if envelope.key is not None:
-            headers[KEY] = envelope.key
-        props = Basic.Properties(
-            headers=headers, message_id=envelope.id, correlation_id=envelope.id,
-            reply_to=self._reply_to, expiration=str(max(1, int(timeout * 1000))), delivery_mode=1,
-        )  # fmt: skip
-        future: asyncio.Future[Message] = loop.create_future()
-        self._replies[envelope.id] = future
-        try:
-            async with asyncio.timeout_at(deadline):
-                await rpc.basic_publish(
-                    envelope.data, exchange=self.requests, routing_key=subject, properties=props,
-                )  # fmt: skip
-                return await future
-        except TimeoutError as exc:
-            raise RequestTimeout(subject, timeout) from exc
-        except AMQP_ERRORS as exc:
-            raise translate(exc, "request", subject, timeout) from exc
-        finally:
-            self._replies.pop(envelope.id, None)
-
-    async def _on_reply(self, delivered: DeliveredMessage) -> None:
-        props = delivered.header.properties
-        future = self._replies.get(props.correlation_id or "")
-        if future is None or future.done():
-            return
-        headers: dict[str, Any] = props.headers or {}
-        if ASKER in headers:  # our own request, back from the alternate exchange
-            future.set_exception(NoResponders(delivered.routing_key or ""))
-            return
-        future.set_result(
-            Message(delivered.routing_key or "", delivered.body, headers, id=props.message_id or "")
-        )
+            await self.wait_up(deadline, envelope.subject)
+        return await self.rpc.ask(envelope, timeout, deadline)
 
     async def send_reply(self, reply: Envelope, correlation_id: str) -> None:
-        """Send a reply to a requester's reply queue (no confirm: nothing is waiting for it but
-        the requester)."""
+        """Send a reply to its asker's reply queue."""
         if not self._up.is_set():
             await self.wait_up(asyncio.get_running_loop().time() + 5, reply.subject)
-        rpc = self._rpc
-        assert rpc is not None
-        headers: dict[str, Any] = reply.headers
-        props = Basic.Properties(headers=headers, correlation_id=correlation_id)
-        try:
-            await rpc.basic_publish(reply.data, exchange="", routing_key=reply.subject,
-                                    properties=props)  # fmt: skip
-        except AMQP_ERRORS as exc:
-            raise translate(exc, "respond", reply.subject) from exc
+        await self.rpc.reply(reply, correlation_id)
 
     # -- closing ---------------------------------------------------------------------------
 
