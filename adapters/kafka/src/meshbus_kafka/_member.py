@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DUE_HEADER", "Member"]
 
+PAUSED_POLL = 0.2
+"""Seconds between polls while a member's prefetch is full (its partitions paused)."""
+
 DUE_HEADER = "mb-due"
 """Header of retry records: when (ms since the epoch) to deliver the message again."""
 
@@ -155,13 +158,16 @@ class Member(Inbox):
         while not self.closing:
             room = self._room()
             try:
-                if room <= 0 and not paused:
-                    consumer.pause(*consumer.assignment())
-                    paused = True
-                elif room > 0 and paused:
+                if room <= 0:
+                    if not paused:
+                        consumer.pause(*consumer.assignment())
+                        paused = True
+                    room = await self._wait_for_room()
+                if room > 0 and paused:
                     consumer.resume(*consumer.assignment())
                     paused = False
-                batches = await consumer.getmany(timeout_ms=200, max_records=max(room, 1))
+                wait = 200 if room > 0 else 0  # paused: poll only to stay in the group
+                batches = await consumer.getmany(timeout_ms=wait, max_records=max(room, 1))
             except asyncio.CancelledError:
                 raise
             except KAFKA_ERRORS:
@@ -189,6 +195,14 @@ class Member(Inbox):
                         token.timer = loop.call_later(delay, self._due, message)
                     else:
                         self.push(message)
+
+    async def _wait_for_room(self) -> int:
+        """Wait (up to ``PAUSED_POLL`` seconds) until settling has freed half the prefetch."""
+        self.space.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PAUSED_POLL):
+                await self.space.wait()
+        return self._room()
 
     def _decode(self, record: Any) -> tuple[str, dict[str, str]] | None:
         return decode(record, self.pattern, self.wildcard)
@@ -235,7 +249,7 @@ class Member(Inbox):
         self.changed.set()
         if token is None or token.given_back:
             return None
-        if not self.space.is_set():
+        if not self.space.is_set() and self._room() * 2 >= self.prefetch:
             self.space.set()
         return token
 

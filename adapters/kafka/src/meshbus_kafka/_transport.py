@@ -72,6 +72,21 @@ class _Partitioner:
         return partition
 
 
+def _observe(futures: list[Any]) -> None:
+    """Mark the outcome of abandoned send futures as seen (no "never retrieved" noise)."""
+    for future in futures:
+        if future.done():
+            if not future.cancelled():
+                future.exception()
+        else:
+            future.add_done_callback(_seen)
+
+
+def _seen(future: Any) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class KafkaTransport:
     """The ``kafka://`` channel (see the module docstring and the README's Kafka section)."""
 
@@ -84,6 +99,7 @@ class KafkaTransport:
         self.record_limit = self.options.max_payload + RECORD_HEADROOM
         self.client_uid = uuid.uuid4().hex[:16]
         self._producer: Any = None
+        self._partitioner = _Partitioner(self.client_uid)
         self._admin: Any = None
         self._replies: Replies | None = None
         self._topics: dict[str, asyncio.Future[None]] = {}
@@ -112,7 +128,7 @@ class KafkaTransport:
             linger_ms=opts.linger_ms,
             max_batch_size=opts.max_batch_size,
             max_request_size=self.record_limit + 1024,
-            partitioner=_Partitioner(self.client_uid),
+            partitioner=self._partitioner,
         )
         admin = AIOKafkaAdminClient(**common)
         servers = ",".join(opts.bootstrap_servers)
@@ -236,9 +252,7 @@ class KafkaTransport:
                     else:
                         await asyncio.gather(*futures)
         except BaseException:
-            for future in futures:
-                if future.done() and not future.cancelled():
-                    future.exception()
+            _observe(futures)
             raise
 
     async def publish(self, envelope: Envelope, timeout: float | None) -> None:
@@ -251,20 +265,50 @@ class KafkaTransport:
         await self._confirm([future], envelope.subject, timeout)
 
     async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
-        """Send every record (batched by the producer), then wait for all acks together."""
-        records = []
+        """Send the records as closed batches, one per partition (sent at once, no linger;
+        order kept per partition), then wait for every batch's ``acks=all`` answer."""
+        if not envelopes:
+            return
+        subject = envelopes[0].subject
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        futures: list[Any] = []
+        try:
+            with mapped("publish", subject, timeout or 0):
+                async with asyncio.timeout_at(deadline):
+                    await self._enqueue(envelopes, futures)
+        except BaseException:
+            _observe(futures)
+            raise
+        await self._confirm(futures, subject, None if deadline is None else deadline - loop.time())
+
+    async def _enqueue(self, envelopes: Sequence[Envelope], futures: list[Any]) -> None:
+        producer = self.producer
+        partitioner = self._partitioner
+        known: dict[str, list[int]] = {}
+        slots: dict[tuple[str, int], list[tuple[bytes | None, bytes, list[Any]]]] = {}
         for envelope in envelopes:
             topic = self.topic(envelope.subject)
-            if topic not in self._topics:
-                await self.ensure_topic(topic)
-            records.append((topic, envelope.data, *self._record(envelope, topic)))
-        send = self.producer.send
-        futures = []
-        with mapped("publish", envelopes[0].subject if envelopes else ""):
-            for topic, data, key, headers in records:
-                futures.append(await send(topic, data, key=key, headers=headers))
-        if futures:
-            await self._confirm(futures, envelopes[0].subject, timeout)
+            partitions = known.get(topic)
+            if partitions is None:
+                if topic not in self._topics:
+                    await self.ensure_topic(topic)
+                partitions = known[topic] = sorted(await producer.partitions_for(topic))
+            key, headers = self._record(envelope, topic)
+            slot = (topic, partitioner(key, partitions, partitions))
+            records = slots.get(slot)
+            if records is None:
+                records = slots[slot] = []
+            records.append((key, envelope.data, headers))
+        for (topic, partition), records in slots.items():
+            batch = producer.create_batch()
+            for key, data, headers in records:
+                if batch.append(timestamp=None, key=key, value=data, headers=headers) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(timestamp=None, key=key, value=data, headers=headers)
+            batch.close()  # a closed batch is sent without lingering
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
 
     async def _republish(self, topic: str, message: Message, headers: dict[str, str]) -> None:
         await self.ensure_topic(topic)
