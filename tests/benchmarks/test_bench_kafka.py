@@ -153,7 +153,9 @@ async def faststream(servers: str, size: int, count: int) -> float:
 
     await broker.start()
     try:
-        while not subscriber.consumer.assignment():  # type: ignore[union-attr]
+        for _ in range(600):  # joined: the group gave it partitions
+            if subscriber.consumer.assignment():  # type: ignore[union-attr]
+                break
             await asyncio.sleep(0.05)
         started = time.perf_counter()
         for start in range(0, count, BATCH):
