@@ -19,7 +19,7 @@ from aiokafka import TopicPartition
 
 from meshbus.message import Message
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
-from meshbus_kafka._inbox import Inbox, decode, make_message
+from meshbus_kafka._inbox import Inbox, decode, make_message, rewind_lost_logs
 from meshbus_kafka._names import pattern_regex, topic_of
 
 if TYPE_CHECKING:
@@ -111,6 +111,8 @@ class Broadcast(Inbox):
                     await self.space.wait()
                     continue
                 batches = await consumer.getmany(timeout_ms=int(interval * 1000))
+                if not batches:
+                    await rewind_lost_logs(consumer)
             except asyncio.CancelledError:
                 raise
             except KAFKA_ERRORS:

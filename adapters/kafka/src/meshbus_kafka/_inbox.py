@@ -15,7 +15,7 @@ from meshbus_kafka._names import SUBJECT_HEADER, is_hashed, subject_of
 if TYPE_CHECKING:
     from meshbus_kafka._transport import KafkaTransport
 
-__all__ = ["Inbox", "decode"]
+__all__ = ["Inbox", "decode", "rewind_lost_logs"]
 
 
 def decode(record: Any, pattern: str, wildcard: bool) -> tuple[str, dict[str, str]] | None:
@@ -33,6 +33,21 @@ def decode(record: Any, pattern: str, wildcard: bool) -> tuple[str, dict[str, st
         if wildcard and not matches(pattern, subject):
             return None
     return subject, headers
+
+
+async def rewind_lost_logs(consumer: Any) -> list[Any]:
+    """Partitions whose log ends before this consumer's position, read again from their start;
+    returned. That happens when a broker that lost its data (memory storage) came back: the
+    new log holds only messages published since, which a reader that was waiting at its old
+    position would otherwise never see. Call it when a fetch returned nothing."""
+    lost = []
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is not None and high < await consumer.position(tp):
+            lost.append(tp)
+    if lost:
+        await consumer.seek_to_beginning(*lost)
+    return lost
 
 
 def make_message(

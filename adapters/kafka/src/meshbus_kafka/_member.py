@@ -27,7 +27,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from meshbus.errors import Closed, ConnectFailed
 from meshbus.message import Message
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
-from meshbus_kafka._inbox import Inbox, decode, make_message
+from meshbus_kafka._inbox import Inbox, decode, make_message, rewind_lost_logs
 from meshbus_kafka._names import group_id, pattern_regex, retry_topic, topic_of
 from meshbus_kafka._tracker import Partition, Token
 
@@ -168,6 +168,9 @@ class Member(Inbox):
                     paused = False
                 wait = 200 if room > 0 else 0  # paused: poll only to stay in the group
                 batches = await consumer.getmany(timeout_ms=wait, max_records=max(room, 1))
+                if not batches and not paused:
+                    for tp in await rewind_lost_logs(consumer):
+                        self._lost(tp)
             except asyncio.CancelledError:
                 raise
             except KAFKA_ERRORS:
@@ -203,6 +206,14 @@ class Member(Inbox):
             async with asyncio.timeout(PAUSED_POLL):
                 await self.space.wait()
         return self._room()
+
+    def _lost(self, tp: Any) -> None:
+        """The broker lost ``tp``'s log (see ``rewind_lost_logs``): track it afresh; messages
+        still handed out from the old log settle nothing."""
+        old = self.parts.get(tp)
+        if old is not None:
+            old.live = False
+            self.parts[tp] = Partition(tp)
 
     def _decode(self, record: Any) -> tuple[str, dict[str, str]] | None:
         return decode(record, self.pattern, self.wildcard)

@@ -13,6 +13,7 @@ from aiokafka import TopicPartition
 from meshbus.headers import CORRELATION_ID, MESSAGE_ID
 from meshbus.message import Message
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
+from meshbus_kafka._inbox import rewind_lost_logs
 
 if TYPE_CHECKING:
     from meshbus_kafka._transport import KafkaTransport
@@ -64,6 +65,8 @@ class Replies:
         while True:
             try:
                 batches = await self.consumer.getmany(timeout_ms=1000)
+                if not batches:
+                    await rewind_lost_logs(self.consumer)
             except asyncio.CancelledError:
                 raise
             except KAFKA_ERRORS:

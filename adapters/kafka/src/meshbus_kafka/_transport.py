@@ -70,7 +70,10 @@ class KafkaTransport:
         self.url = url
         self.options = KafkaOptions.parse(url, options or {})
         self.capabilities = Capabilities(
-            max_payload=self.options.max_payload, durable=True, ordered_by_key=True
+            max_payload=self.options.max_payload,
+            durable=True,
+            ordered_by_key=True,
+            reconnects=True,
         )
         self.record_limit = self.options.max_payload + RECORD_HEADROOM
         self.client_uid = uuid.uuid4().hex[:16]
