@@ -1,7 +1,8 @@
 """``kafka://`` — the Kafka channel on aiokafka (see ``_names`` for topics, ``_member`` for
 groups, ``_broadcast`` for broadcast subscribers).
 
-One idempotent producer (``acks=all``) per transport publishes; topics are created with
+One idempotent producer (``acks=all``; fenced and replaced after a failed publish, see
+``_producer``) per transport publishes; topics are created with
 ``partitions`` partitions the first time this transport publishes or subscribes to them (an
 existing topic is used as it is). The record key is the meshbus key, so Kafka's partitioner
 keeps messages of one key in one partition, in order.
