@@ -19,7 +19,7 @@ from aiokafka import TopicPartition
 
 from meshbus.message import Message
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
-from meshbus_kafka._inbox import Inbox, decode, make_message, rewind_lost_logs
+from meshbus_kafka._inbox import Inbox, make_message, rewind_lost_logs
 from meshbus_kafka._names import pattern_regex, topic_of
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class Broadcast(Inbox):
                 continue
             for records in batches.values():
                 for record in records:
-                    decoded = decode(record, self.pattern, self.wildcard)
+                    decoded = self.decode(record)
                     if decoded is not None:
                         self.push(make_message(decoded[0], decoded[1], record, self, None))
 

@@ -15,24 +15,7 @@ from meshbus_kafka._names import SUBJECT_HEADER, is_hashed, subject_of
 if TYPE_CHECKING:
     from meshbus_kafka._transport import KafkaTransport
 
-__all__ = ["Inbox", "decode", "rewind_lost_logs"]
-
-
-def decode(record: Any, pattern: str, wildcard: bool) -> tuple[str, dict[str, str]] | None:
-    """The subject and headers of ``record``, or ``None`` when the pattern does not match
-    (records of hashed topics or retry topics whose subject is another)."""
-    headers = {name: value.decode() for name, value in record.headers}
-    subject = headers.get(SUBJECT_HEADER)
-    topic: str = record.topic
-    if subject is None:
-        if is_hashed(topic):
-            return None
-        subject = subject_of(topic)
-    else:
-        del headers[SUBJECT_HEADER]
-        if wildcard and not matches(pattern, subject):
-            return None
-    return subject, headers
+__all__ = ["Inbox", "make_message", "rewind_lost_logs"]
 
 
 async def rewind_lost_logs(consumer: Any) -> list[Any]:
@@ -78,6 +61,28 @@ class Inbox(BaseInbox):
         self.pattern = pattern
         self.wildcard = "*" in pattern or ">" in pattern
         self.max_payload = transport.capabilities.max_payload
+        self.subjects: dict[str, str | None] = {}
+        """Subject of each topic seen (``None``: hashed, its records name their subject)."""
+
+    def decode(self, record: Any) -> tuple[str, dict[str, str]] | None:
+        """The subject and headers of ``record``, or ``None`` when the pattern does not match
+        (records of hashed topics or retry topics whose subject is another)."""
+        headers = {name: value.decode() for name, value in record.headers}
+        subject = headers.pop(SUBJECT_HEADER, None)
+        if subject is None:
+            topic: str = record.topic
+            try:
+                subject = self.subjects[topic]
+            except KeyError:
+                if len(self.subjects) > 4096:
+                    self.subjects.clear()
+                subject = None if is_hashed(topic) else subject_of(topic)
+                self.subjects[topic] = subject
+            if subject is None:
+                return None
+        elif self.wildcard and not matches(self.pattern, subject):
+            return None
+        return subject, headers
 
     async def respond(self, message: Message, reply: Envelope) -> None:
         """Send ``reply`` to the requester's reply topic, with its correlation id."""

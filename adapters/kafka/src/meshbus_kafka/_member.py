@@ -27,7 +27,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from meshbus.errors import Closed, ConnectFailed
 from meshbus.message import Message
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
-from meshbus_kafka._inbox import Inbox, decode, make_message, rewind_lost_logs
+from meshbus_kafka._inbox import Inbox, make_message, rewind_lost_logs
 from meshbus_kafka._names import group_id, pattern_regex, retry_topic, topic_of
 from meshbus_kafka._tracker import Partition, Token
 
@@ -185,7 +185,7 @@ class Member(Inbox):
                     continue
                 for record in records:
                     part.fetched(record.offset)
-                    decoded = self._decode(record)
+                    decoded = self.decode(record)
                     if decoded is None:
                         part.settle(record.offset)
                         continue
@@ -214,9 +214,6 @@ class Member(Inbox):
         if old is not None:
             old.live = False
             self.parts[tp] = Partition(tp)
-
-    def _decode(self, record: Any) -> tuple[str, dict[str, str]] | None:
-        return decode(record, self.pattern, self.wildcard)
 
     def _due(self, message: Message) -> None:
         self.delayed.discard(message)

@@ -87,6 +87,7 @@ class KafkaTransport:
         self._replies: Replies | None = None
         self._topics: dict[str, asyncio.Future[None]] = {}
         self._topic_of: dict[str, str] = {}
+        self._hashed: set[str] = set()  # topics in _topic_of whose subject needs a header
         self._pinned: set[str] = set()
         self._subs: set[Broadcast | Member] = set()
         self._closed = False
@@ -138,7 +139,10 @@ class KafkaTransport:
             topic = topic_of(subject)
             if len(self._topic_of) > 4096:
                 self._topic_of.clear()
+                self._hashed.clear()
             self._topic_of[subject] = topic
+            if is_hashed(topic):
+                self._hashed.add(topic)
         return topic
 
     async def ensure_topic(self, topic: str, partitions: int | None = None) -> None:
@@ -198,8 +202,8 @@ class KafkaTransport:
         headers: list[tuple[str, bytes]] = [(MESSAGE_ID, envelope.id.encode())]
         key = envelope.key.encode() if envelope.key is not None else None
         if envelope.headers:
-            headers.extend((k, v.encode()) for k, v in envelope.headers.items())
-        if is_hashed(topic):
+            headers.extend([(k, v.encode()) for k, v in envelope.headers.items()])
+        if topic in self._hashed:  # ``topic`` came from ``self.topic()``
             headers.append((SUBJECT_HEADER, envelope.subject.encode()))
         if len(headers) > 1 or key is not None:
             size = len(envelope.data) + len(key or b"") + 64
