@@ -19,7 +19,7 @@ from aiokafka import TopicPartition
 
 from meshbus.message import Message
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
-from meshbus_kafka._inbox import Inbox, make_message, rewind_lost_logs
+from meshbus_kafka._inbox import Inbox, LostLogs, make_message
 from meshbus_kafka._names import pattern_regex, topic_of
 
 if TYPE_CHECKING:
@@ -101,6 +101,7 @@ class Broadcast(Inbox):
         interval = self.transport.options.discover_interval
         next_look = loop.time() + interval
         consumer = self.consumer
+        lost = LostLogs(consumer)
         while not self.closing:
             try:
                 if self.wildcard and loop.time() >= next_look:
@@ -112,7 +113,7 @@ class Broadcast(Inbox):
                     continue
                 batches = await consumer.getmany(timeout_ms=int(interval * 1000))
                 if not batches:
-                    await rewind_lost_logs(consumer)
+                    await lost.check()
             except asyncio.CancelledError:
                 raise
             except KAFKA_ERRORS:

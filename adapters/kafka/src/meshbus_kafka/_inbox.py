@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from meshbus.channels.inbox import Inbox as BaseInbox
@@ -15,22 +16,45 @@ from meshbus_kafka._names import SUBJECT_HEADER, is_hashed, subject_of
 if TYPE_CHECKING:
     from meshbus_kafka._transport import KafkaTransport
 
-__all__ = ["Inbox", "make_message", "rewind_lost_logs"]
+__all__ = ["LOST_LOG_PATIENCE", "Inbox", "LostLogs", "make_message"]
+
+LOST_LOG_PATIENCE = 2.0
+"""Seconds a partition's log must end before a reader's position to count as lost."""
 
 
-async def rewind_lost_logs(consumer: Any) -> list[Any]:
-    """Partitions whose log ends before this consumer's position, read again from their start;
-    returned. That happens when a broker that lost its data (memory storage) came back: the
-    new log holds only messages published since, which a reader that was waiting at its old
-    position would otherwise never see. Call it when a fetch returned nothing."""
-    lost = []
-    for tp in consumer.assignment():
-        high = consumer.highwater(tp)
-        if high is not None and high < await consumer.position(tp):
-            lost.append(tp)
-    if lost:
-        await consumer.seek_to_beginning(*lost)
-    return lost
+class LostLogs:
+    """Finds partitions whose log ends before a consumer's position, and reads them again from
+    their start. That happens when a broker that lost its data (memory storage) came back: the
+    new log holds only messages published since, which a reader waiting at its old position
+    would otherwise never see. Kafka itself answers such a fetch with OFFSET_OUT_OF_RANGE
+    (and the consumer resets to the start); Tansu answers with nothing.
+
+    A partition counts as lost only after ``patience`` seconds in that state: a new leader's
+    high watermark may lag its predecessor's for a moment, and rereading a whole log for that
+    would be far worse than waiting."""
+
+    def __init__(self, consumer: Any, patience: float = LOST_LOG_PATIENCE) -> None:
+        self.consumer = consumer
+        self.patience = patience
+        self.since: dict[Any, float] = {}
+
+    async def check(self) -> list[Any]:
+        """Rewind (and return) the partitions found lost; call it when a fetch got nothing."""
+        consumer = self.consumer
+        now = time.monotonic()
+        lost = []
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None and high < await consumer.position(tp):
+                if now - self.since.setdefault(tp, now) >= self.patience:
+                    lost.append(tp)
+            else:
+                self.since.pop(tp, None)
+        if lost:
+            for tp in lost:
+                del self.since[tp]
+            await consumer.seek_to_beginning(*lost)
+        return lost
 
 
 def make_message(

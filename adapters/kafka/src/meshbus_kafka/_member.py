@@ -27,7 +27,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from meshbus.errors import Closed, ConnectFailed
 from meshbus.message import Message
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
-from meshbus_kafka._inbox import Inbox, make_message, rewind_lost_logs
+from meshbus_kafka._inbox import Inbox, LostLogs, make_message
 from meshbus_kafka._names import group_id, pattern_regex, retry_topic, topic_of
 from meshbus_kafka._tracker import Partition, Token
 
@@ -153,6 +153,7 @@ class Member(Inbox):
 
     async def _fetch(self) -> None:
         consumer = self.consumer
+        lost = LostLogs(consumer)
         loop = asyncio.get_running_loop()
         paused = False
         while not self.closing:
@@ -169,7 +170,7 @@ class Member(Inbox):
                 wait = 200 if room > 0 else 0  # paused: poll only to stay in the group
                 batches = await consumer.getmany(timeout_ms=wait, max_records=max(room, 1))
                 if not batches and not paused:
-                    for tp in await rewind_lost_logs(consumer):
+                    for tp in await lost.check():
                         self._lost(tp)
             except asyncio.CancelledError:
                 raise
@@ -208,7 +209,7 @@ class Member(Inbox):
         return self._room()
 
     def _lost(self, tp: Any) -> None:
-        """The broker lost ``tp``'s log (see ``rewind_lost_logs``): track it afresh; messages
+        """The broker lost ``tp``'s log (see ``LostLogs``): track it afresh; messages
         still handed out from the old log settle nothing."""
         old = self.parts.get(tp)
         if old is not None:
