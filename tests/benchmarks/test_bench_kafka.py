@@ -7,7 +7,8 @@ in a consumer group (raw: manual commits, one per fetched batch; meshbus: acks, 
 which caps it near 0.9k msgs/s on Tansu at either size, so it runs with its default
 ``AckPolicy.ACK_FIRST`` (aiokafka's auto-commit every 5 s, a weaker guarantee in its favour).
 Raw and FastStream gather the futures of 1024 unconfirmed sends (FastStream
-``publish(..., no_confirm=True)``); meshbus publishes with ``publish_many``. Tansu has no
+``publish(..., no_confirm=True)``); meshbus publishes 1024 at a time with ``publish_many``
+(one closed batch per partition, one confirm per batch). Tansu has no
 idempotent producer, so all run with idempotence off here. FastStream runs with
 ``logger=None``: the figure is meant to show the framework, not its logging.
 
