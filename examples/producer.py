@@ -8,6 +8,7 @@ end-to-end tests check that each one reached a worker.
     python examples/producer.py --jobs 300 --events 5
     python examples/producer.py --jobs 0 --rate 50      # until SIGTERM, 50 jobs a second
     python examples/producer.py --requests 3            # request/reply with the group
+    python examples/producer.py --keys 16               # jobs keyed k0..k15 (Kafka partitions)
 
 ``MESHBUS_URL`` says where messages go: ``dns://worker:7000`` for every replica of the
 ``worker`` service, or a broker (``nats://nats:4222``, ``amqp://guest:guest@rabbitmq/``,
@@ -30,11 +31,13 @@ def log(**fields: object) -> None:
     print(json.dumps({"producer": True, "t": round(time.time(), 3), **fields}), flush=True)
 
 
-async def publish(bus: meshbus.Bus, subject: str, seq: int, stop: asyncio.Event) -> bool:
+async def publish(
+    bus: meshbus.Bus, subject: str, seq: int, stop: asyncio.Event, key: str | None = None
+) -> bool:
     """Publish until confirmed (or stopped); say what happened."""
     while True:
         try:
-            await bus.publish(subject, {"seq": seq}, timeout=5)
+            await bus.publish(subject, {"seq": seq}, key=key, timeout=5)
             return True
         except meshbus.MeshbusError as exc:
             log(kind="retry", seq=seq, error=type(exc).__name__, detail=str(exc)[:200])
@@ -63,7 +66,8 @@ async def main(args: argparse.Namespace) -> None:
         interval = 1 / args.rate if args.rate else 0.0
         started = loop.time()
         while (args.jobs == 0 or seq < args.jobs) and not stop.is_set():
-            if await publish(bus, "jobs.work", seq, stop):
+            key = f"k{seq % args.keys}" if args.keys else None
+            if await publish(bus, "jobs.work", seq, stop, key):
                 confirmed += 1
                 log(kind="confirmed", seq=seq)
             seq += 1
@@ -83,6 +87,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=3, help="broadcast events to publish first")
     parser.add_argument("--requests", type=int, default=0, help="requests to make of the group")
     parser.add_argument("--rate", type=float, default=0, help="jobs a second (0: no limit)")
+    parser.add_argument(
+        "--keys",
+        type=int,
+        default=0,
+        help="spread jobs over this many keys (order is kept per key; on Kafka a group shares "
+        "one publisher's jobs only by key, since unkeyed ones stay on one partition, in order)",
+    )
     parser.add_argument("--settle", type=float, default=0, help="seconds to wait before publishing")
     return parser.parse_args()
 

@@ -2,8 +2,8 @@
 services find it again by name, and no confirmed message is lost.
 
 Kafka is not here: the local Kafka-protocol image (tansu) keeps its data in memory only, so a
-restart loses what it held by design of that image, and the Kafka adapter does not declare
-reconnects (see the README's channel table)."""
+restart loses what it held whatever the client does (the Kafka adapter's reconnects are tested
+in tests/kafka, against a proxy that cuts connections and a Tansu restart)."""
 
 from __future__ import annotations
 

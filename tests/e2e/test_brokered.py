@@ -35,7 +35,7 @@ def test_replicas_share_a_group_over_a_broker(
         )
         out = stack.compose(
             "run", "--rm", "--no-deps", "producer", "python", "examples/producer.py",
-            "--jobs", "200", "--events", "3", "--requests", "2", "--settle", "2",
+            "--jobs", "200", "--events", "3", "--requests", "2", "--settle", "2", "--keys", "16",
         )  # fmt: skip
         assert '"kind": "done", "jobs": 200, "confirmed": 200' in out, out[-2000:]
         sent = set(range(200))
