@@ -5,6 +5,19 @@ Importing this package needs pytest and pytest-asyncio (``pip install 'meshbus[t
 """
 
 from meshbus.testing.conformance import ConformanceSuite
-from meshbus.testing.harness import ChannelHarness, Session, UrlHarness, contract
+from meshbus.testing.harness import (
+    ChannelHarness,
+    ProxiedHarness,
+    Session,
+    UrlHarness,
+    contract,
+)
 
-__all__ = ["ChannelHarness", "ConformanceSuite", "Session", "UrlHarness", "contract"]
+__all__ = [
+    "ChannelHarness",
+    "ConformanceSuite",
+    "ProxiedHarness",
+    "Session",
+    "UrlHarness",
+    "contract",
+]

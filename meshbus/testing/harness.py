@@ -14,6 +14,7 @@ import meshbus
 from meshbus.bus import Bus
 from meshbus.message import Message
 from meshbus.subscription import Subscription
+from meshbus.testing.proxy import TcpProxy
 from meshbus.transport import Capabilities
 
 __all__ = ["ChannelHarness", "Session", "UrlHarness", "contract"]
@@ -55,6 +56,39 @@ class UrlHarness(ChannelHarness):
 
     async def connect(self) -> Bus:
         return await meshbus.connect(self.url, **self.connect_kwargs)
+
+
+class ProxiedHarness(UrlHarness):
+    """Buses on one URL, optionally through a loopback ``TcpProxy`` (give it the proxy, and a
+    URL that points at the proxy's port): an outage blocks the proxy (every connection cut,
+    new ones refused) and unblocks it on leaving the block, while the broker behind it keeps
+    running and keeps its data. Without a proxy there is no ``outage``."""
+
+    def __init__(self, url: str, proxy: TcpProxy | None = None, **connect_kwargs: Any) -> None:
+        super().__init__(url, **connect_kwargs)
+        self.proxy = proxy
+
+    async def connect(self) -> Bus:
+        if self.proxy is not None:
+            await self.proxy.start()
+        return await super().connect()
+
+    @contextlib.asynccontextmanager
+    async def outage(self) -> AsyncIterator[None]:
+        if self.proxy is None:
+            raise NotImplementedError("this harness has no proxy to cut")
+        await self.proxy.block()
+        try:
+            yield
+        finally:
+            await self.proxy.unblock()
+
+    async def aclose(self) -> None:
+        if self.proxy is not None:
+            # Cut first and let the pipes end by themselves, so every stream is closed.
+            await self.proxy.block()
+            await asyncio.sleep(0.2)
+            await self.proxy.close()
 
 
 class Session:

@@ -262,6 +262,22 @@ def jobs_handled(records: list[dict[str, Any]]) -> dict[int, set[str]]:
     return handled
 
 
+def jobs_per_worker(records: list[dict[str, Any]]) -> dict[str, int]:
+    """worker -> how many ``jobs.work`` messages it logged."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r.get("kind") == "job" and r.get("subject") == "jobs.work":
+            counts[str(r["worker"])] = counts.get(str(r["worker"]), 0) + 1
+    return counts
+
+
+def broadcasts(records: list[dict[str, Any]], worker: str) -> list[int]:
+    """The ``events.>`` sequence numbers ``worker`` logged, sorted."""
+    return sorted(
+        int(r["seq"]) for r in records if r.get("worker") == worker and r.get("kind") == "event"
+    )
+
+
 def unhandled(stack: Stack, sent: set[int]) -> str:
     """What a test says when confirmed jobs were not handled: which, and the logs' tails."""
     missing = sorted(sent - set(jobs_handled(stack.logs.records("worker"))))

@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import docker
 import pytest
-from stacks import Stack, free_port, jobs_handled, log, unhandled, wait_for
+from stacks import (
+    Stack,
+    broadcasts,
+    free_port,
+    jobs_handled,
+    jobs_per_worker,
+    log,
+    unhandled,
+    wait_for,
+)
 
 URLS = {
     "nats": "nats://nats:4222",
@@ -46,16 +55,11 @@ def test_replicas_share_a_group_over_a_broker(
             detail=lambda: unhandled(stack, sent),
         )
         records = stack.logs.records("worker")
-        per_worker: dict[str, int] = {}
-        for r in records:
-            if r["kind"] == "job" and r["subject"] == "jobs.work":
-                per_worker[r["worker"]] = per_worker.get(r["worker"], 0) + 1
+        per_worker = jobs_per_worker(records)
         log(f"{broker}: jobs per replica {per_worker}")
         assert len(per_worker) == 2, per_worker
         for worker in {r["worker"] for r in records if r["kind"] == "ready"}:
-            events = sorted(
-                r["seq"] for r in records if r["worker"] == worker and r["kind"] == "event"
-            )
+            events = broadcasts(records, worker)
             assert events == [0, 1, 2], f"{worker} got broadcasts {events}"
         assert out.count('"kind": "reply"') == 2
     finally:

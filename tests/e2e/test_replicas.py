@@ -7,7 +7,16 @@ from collections.abc import Iterator
 
 import docker
 import pytest
-from stacks import Stack, confirmed, jobs_handled, log, unhandled, wait_for
+from stacks import (
+    Stack,
+    broadcasts,
+    confirmed,
+    jobs_handled,
+    jobs_per_worker,
+    log,
+    unhandled,
+    wait_for,
+)
 
 INTERVAL = 2.0  # dns:// refresh period the producer is given (DNS_INTERVAL)
 
@@ -40,17 +49,14 @@ def test_three_replicas_share_a_group_and_each_gets_every_broadcast(replicas: St
     wait_for("every job handled", lambda: len(jobs_handled(replicas.logs.records())) == 300, 30)
 
     records = replicas.logs.records("worker")
-    per_worker: dict[str, int] = {}
-    for r in records:
-        if r["kind"] == "job" and r["subject"] == "jobs.work":
-            per_worker[r["worker"]] = per_worker.get(r["worker"], 0) + 1
+    per_worker = jobs_per_worker(records)
     log(f"jobs per replica: {per_worker}")
     assert len(per_worker) == 3, per_worker
     assert min(per_worker.values()) >= 30, f"the group is not balanced: {per_worker}"
     handled = jobs_handled(records)
     assert all(len(w) == 1 for w in handled.values()), "a job was handled by two replicas"
     for worker in ready_workers(replicas):
-        events = sorted(r["seq"] for r in records if r["worker"] == worker and r["kind"] == "event")
+        events = broadcasts(records, worker)
         assert events == [0, 1, 2], f"{worker} got broadcasts {events}"
     assert out.count('"kind": "reply"') == 3
 

@@ -10,7 +10,17 @@ import uuid
 from typing import Any
 
 import docker
-from stacks import APP_IMAGE, COMPOSE, jobs_handled, log, run, swarm, wait_for
+from stacks import (
+    APP_IMAGE,
+    COMPOSE,
+    broadcasts,
+    jobs_handled,
+    jobs_per_worker,
+    log,
+    run,
+    swarm,
+    wait_for,
+)
 
 JOBS = 90
 
@@ -77,17 +87,12 @@ def test_swarm_replicas_found_through_tasks_name(engine: docker.DockerClient, im
                 30,
             )
             workers = service_records(engine, f"{name}_worker")
-            by_worker: dict[str, int] = {}
-            for r in workers:
-                if r.get("kind") == "job":
-                    by_worker[r["worker"]] = by_worker.get(r["worker"], 0) + 1
+            by_worker = jobs_per_worker(workers)
             log(f"swarm: jobs per replica {by_worker}")
             assert len(by_worker) == 3, by_worker
             ready = {r["worker"] for r in workers if r.get("kind") == "ready"}
             for worker in ready:
-                events = sorted(
-                    r["seq"] for r in workers if r["worker"] == worker and r["kind"] == "event"
-                )
+                events = broadcasts(workers, worker)
                 assert events == [0, 1, 2], f"{worker} got broadcasts {events}"
 
             # The doctor inside a replica, on the overlay: every task address answers, and a
