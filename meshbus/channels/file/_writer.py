@@ -5,7 +5,8 @@ A reader lists only the target folders, where a file appears whole or not at all
 
 With fsync, a batch is written in chunks: every file of a chunk is written and its writeback
 started, then each is fsynced (the first fsync usually commits the whole chunk in one journal
-transaction, so the rest return at once), then the chunk's files are put in place in order.
+transaction, so the rest find it committed and cost a cache flush at most), then the chunk's
+files are put in place in order.
 Every file is still durable before its name appears, as with one write + fsync + rename at a
 time, at a fraction of the journal commits.
 """
