@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
-import sys
 from collections.abc import Callable, Sequence
 
 from meshbus.channels.file._layout import fsync_dir
+from meshbus.channels.file._notify import load_libc
 
 __all__ = ["Planned", "write_batch"]
 
@@ -33,23 +32,27 @@ Planned = tuple[str, bytes, bytes, str, Sequence[str]]
 """One message to write: (temp path, header, payload, final name, target folders)."""
 
 
-def _writeback_starter() -> Callable[[int], None]:
+def _writeback_starter() -> Callable[[int], object]:
     """``sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)`` where Linux has it: start writing a
     file's pages without waiting, so that a later fsync finds them allocated and on their way.
     Elsewhere a no-op: fsync alone gives the same durability."""
-    if not sys.platform.startswith("linux"):
-        return lambda fd: None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        call = libc.sync_file_range
-    except (OSError, AttributeError):
+    libc = load_libc()
+    call = getattr(libc, "sync_file_range", None)
+    if call is None:
         return lambda fd: None
     call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     call.restype = ctypes.c_int
     return lambda fd: call(fd, 0, 0, 2)  # errors ignored: only a hint
 
 
-_start_writeback = _writeback_starter()
+_writeback: Callable[[int], object] | None = None
+
+
+def _start_writeback(fd: int) -> None:
+    global _writeback
+    if _writeback is None:
+        _writeback = _writeback_starter()
+    _writeback(fd)
 
 
 def _write_all(fd: int, header: bytes, data: bytes) -> None:
