@@ -25,7 +25,7 @@ __all__ = ["Planned", "write_batch"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _CHUNK = 1 << 30
-_FSYNC_FILES = 64  # files open at once while a chunk is fsynced
+_FSYNC_FILES = 32  # files open at once while a chunk is fsynced (several threads may write)
 _FSYNC_BYTES = 64 << 20  # and at most this much written but not yet fsynced
 
 Planned = tuple[str, bytes, bytes, str, Sequence[str]]
