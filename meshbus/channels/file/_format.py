@@ -39,6 +39,7 @@ __all__ = [
     "message_name",
     "parse_name",
     "read_message",
+    "read_small_message",
 ]
 
 MAGIC = b"MBMF"
@@ -102,11 +103,21 @@ def read_message(path: str) -> tuple[dict[str, object], bytes]:
     Opens without blocking (a FIFO in the tree cannot hang a reader) and refuses anything that
     is not a regular file. The payload is read with one allocation of its size.
     """
+    found = read_small_message(path, None)
+    assert found is not None
+    return found
+
+
+def read_small_message(path: str, limit: int | None) -> tuple[dict[str, object], bytes] | None:
+    """``read_message``, but ``None`` without reading when the file is larger than ``limit``
+    bytes (so that a caller on an event loop can read large ones in a thread instead)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise CorruptMessage(f"{path} is not a regular file")
+        if limit is not None and info.st_size > limit:
+            return None
         head = _read_exact(fd, min(info.st_size, _SMALL_READ))
         if len(head) < HEADER.size:
             raise CorruptMessage(f"{path} is truncated ({info.st_size} bytes, no full header)")

@@ -262,12 +262,14 @@ class Layout:
             self._listed_key = key if now - info.st_mtime_ns > _RACY_NS else None
         return self._listing
 
-    def groups_for(self, subject: str) -> list[GroupInfo]:
-        """Every registered group whose pattern matches ``subject``."""
-        groups = self.all_groups()
+    def groups_for(self, subject: str, *, listed: bool = False) -> list[GroupInfo]:
+        """Every registered group whose pattern matches ``subject``. With ``listed``, trust
+        the listing of the last ``all_groups()`` call (a batch checks ``groups/`` once)."""
+        if not listed:
+            self.all_groups()
         found = self._routes.get(subject)
         if found is None:
-            found = [g for g in groups if matches(g.pattern, subject)]
+            found = [g for g in self._listing if matches(g.pattern, subject)]
             if len(self._routes) > 4096:
                 self._routes.clear()
             self._routes[subject] = found

@@ -19,7 +19,7 @@ import struct
 import sys
 from collections.abc import Callable
 
-__all__ = ["NETWORK_FILESYSTEMS", "Notifier", "filesystem_type", "inotify_works"]
+__all__ = ["NETWORK_FILESYSTEMS", "Notifier", "filesystem_type", "inotify_works", "load_libc"]
 
 log = logging.getLogger("meshbus.file")
 
@@ -46,7 +46,8 @@ _EVENT = struct.Struct("iIII")
 _libc: ctypes.CDLL | None = None
 
 
-def _load_libc() -> ctypes.CDLL | None:
+def load_libc() -> ctypes.CDLL | None:
+    """The C library (Linux only; loaded once), else ``None``."""
     global _libc
     if _libc is None and sys.platform.startswith("linux"):
         try:
@@ -58,7 +59,7 @@ def _load_libc() -> ctypes.CDLL | None:
 
 def filesystem_type(path: str) -> int | None:
     """The ``f_type`` magic of the filesystem holding ``path`` (Linux), else ``None``."""
-    libc = _load_libc()
+    libc = load_libc()
     if libc is None:
         return None
     buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
@@ -69,7 +70,7 @@ def filesystem_type(path: str) -> int | None:
 
 def inotify_works(path: str) -> tuple[bool, str]:
     """Whether inotify can watch ``path``, and why not if it cannot."""
-    libc = _load_libc()
+    libc = load_libc()
     if libc is None:
         return False, f"inotify is Linux-only (this is {sys.platform})"
     kind = filesystem_type(path)
@@ -104,7 +105,7 @@ class Notifier:
         """Open the inotify instance and start the rescan timer."""
         self._loop = asyncio.get_running_loop()
         if self.use_inotify:
-            libc = _load_libc()
+            libc = load_libc()
             assert libc is not None
             self._fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
             if self._fd < 0:
@@ -117,7 +118,7 @@ class Notifier:
         self._listeners.add(listener)
         if self._fd < 0:
             return
-        libc = _load_libc()
+        libc = load_libc()
         assert libc is not None
         wd = libc.inotify_add_watch(self._fd, os.fsencode(path), _IN_CREATE | _IN_MOVED_TO)
         if wd < 0:
@@ -139,7 +140,7 @@ class Notifier:
         if not listeners:
             self._watches.pop(wd, None)
             del self._paths[path]
-            libc = _load_libc()
+            libc = load_libc()
             if libc is not None and self._fd >= 0:
                 libc.inotify_rm_watch(self._fd, wd)
 

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from meshbus.channels.file._format import parse_name, read_message
+from meshbus.channels.file._format import parse_name, read_message, read_small_message
 from meshbus.channels.file._janitor import give_back, release
 from meshbus.channels.file._layout import GroupInfo
 from meshbus.errors import CorruptMessage
@@ -104,13 +104,13 @@ class FileSubscription:
             os.makedirs(self.claims, exist_ok=True)
             return None
         try:
-            if os.stat(claimed).st_size > _THREAD_READ:
-                meta, payload = await asyncio.to_thread(read_message, claimed)
-            else:
-                meta, payload = read_message(claimed)
+            found = read_small_message(claimed, _THREAD_READ)
+            if found is None:  # large: read in a thread, the loop keeps running
+                found = await asyncio.to_thread(read_message, claimed)
         except (CorruptMessage, OSError) as exc:
             self.transport.quarantine(claimed, str(exc))
             return None
+        meta, payload = found
         headers = meta["headers"]
         assert isinstance(headers, dict)
         key = meta.get("key")

@@ -33,6 +33,7 @@ log = logging.getLogger("meshbus.file")
 
 _INBOX = re.compile(r"_INBOX\.([A-Za-z0-9_-]{1,80})\.([0-9]{1,18})")
 _THREAD_WRITE = 256 * 1024
+_THREAD_BATCH = 16
 
 
 def _consumer_id() -> str:
@@ -157,7 +158,8 @@ class FileTransport:
     async def _write(self, batch: list[Planned], fsync: bool) -> None:
         if not batch:
             return
-        if fsync or sum(len(p[2]) for p in batch) > _THREAD_WRITE:
+        if fsync or len(batch) >= _THREAD_BATCH or sum(len(p[2]) for p in batch) > _THREAD_WRITE:
+            # In a thread, so that this process's readers go on meanwhile (one hop per batch).
             # Waits for the disk even past the timeout: a write cannot be taken back halfway.
             await asyncio.to_thread(write_batch, batch, fsync)
         else:
@@ -172,8 +174,9 @@ class FileTransport:
         """Publish a batch: one fsync per file, one per target folder for the whole batch."""
         self._check_open()
         batch: list[Planned] = []
+        self.layout.all_groups()
         for envelope in envelopes:
-            groups = self.layout.groups_for(envelope.subject)
+            groups = self.layout.groups_for(envelope.subject, listed=True)
             if groups:
                 batch.append(self._plan(envelope, [g.new for g in groups]))
         await self._write(batch, self.options.fsync)
