@@ -23,7 +23,7 @@ import asyncio
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from meshbus.config import parse_url
@@ -71,6 +71,17 @@ class _Entry:
         self.on_take = on_take
 
 
+class ReplyWaiter(Protocol):
+    """Where ``respond`` puts the reply to a request: an ``asyncio.Future``, or anything that
+    can be completed the same way."""
+
+    def done(self) -> bool:
+        """True once a reply was set."""
+
+    def set_result(self, result: Envelope, /) -> None:
+        """Hand over the reply."""
+
+
 def _deliver(envelope: Envelope, attempt: int, settler: Any, token: Any) -> Message:
     headers = envelope.headers
     return Message(
@@ -94,7 +105,7 @@ class _Hub:
         self.broadcast: SubjectIndex[_Broadcast] = SubjectIndex()
         self.groups: dict[tuple[str, str], _Group] = {}
         self.group_index: SubjectIndex[_Group] = SubjectIndex()
-        self.pending: dict[str, asyncio.Future[Envelope]] = {}
+        self.pending: dict[str, ReplyWaiter] = {}
         self.request_ids = 0
 
     def group(self, pattern: str, name: str) -> _Group:

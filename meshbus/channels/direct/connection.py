@@ -152,15 +152,29 @@ class Connection:
 
     # -- sending -------------------------------------------------------------------------------
 
-    def send(self, frame: Frame) -> None:
-        """Queue ``frame``; frames queued in one turn of the event loop go out in one write."""
+    def send(self, frame: Frame, *, now: bool = False) -> None:
+        """Queue ``frame``; frames queued in one turn of the event loop (or while one read's
+        frames are handled) go out in one write. ``now`` writes it, and what is queued, at
+        once."""
         if self.closed.is_set():
             raise ConnectionLost(f"connection to {self.name} is closed: {self.reason}")
         self._out.extend(encode(frame))
         self._out_size += 1
-        if not self._flush_due:
+        if now:
+            self._flush()
+        elif not self._flush_due:
             self._flush_due = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    def write(self, frame: bytes) -> None:
+        """Write an encoded frame now, after whatever was queued before it."""
+        if self.closed.is_set():
+            raise ConnectionLost(f"connection to {self.name} is closed: {self.reason}")
+        if self._out:
+            self._out.append(frame)
+            self._flush()
+        else:
+            self.writer.write(frame)
 
     def _flush(self) -> None:
         self._flush_due = False
@@ -216,6 +230,8 @@ class Connection:
                         result = handler(frame)
                         if result is not None:
                             await result
+                if self._out:
+                    self._flush()  # ACCEPTs go out before local subscribers get to run
                 data = await self.reader.read(_READ_SIZE)
                 if not data:
                     break

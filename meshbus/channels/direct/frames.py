@@ -1,4 +1,4 @@
-"""Frames of the direct-channel wire protocol, version 1 (see docs/direct-protocol.md).
+"""Frames of the direct-channel wire protocol, version 2 (see docs/direct-protocol.md).
 
 Every frame is ``length:u32be | type:u8 | body``. :func:`encode` turns a frame into buffers
 to write (a payload is never copied); :class:`FrameDecoder` turns received bytes back into
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from meshbus.errors import ProtocolError
+from meshbus.transport import Envelope
 
 __all__ = [
     "MAGIC",
@@ -29,14 +31,16 @@ __all__ = [
     "Ping",
     "Pong",
     "Pub",
+    "Pubs",
     "Refuse",
     "Reply",
     "Uninterest",
     "encode",
+    "encode_pubs",
 ]
 
 MAGIC = b"MBUS"
-VERSION = 1
+VERSION = 2
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024 + 64 * 1024
 
 _HEAD = struct.Struct(">IB")
@@ -44,13 +48,18 @@ _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
-_PUB_HEAD = struct.Struct(">QBH")  # seq, flags, target count (for encoding)
+_PUB_HEAD = struct.Struct(">QH")  # first seq, message count
+# Each message of a PUB frame: flags, subject, id, target count, key, headers, payload sizes.
+_MSG_HEAD = struct.Struct(">BBBHHII")
+_ONE_TARGET = struct.Struct(">I")
 _REQUEST = 1
 _HAS_KEY = 2
+MAX_PUBS = 0xFFFF
+"""The most messages one PUB frame carries."""
 
 
 class FrameType(IntEnum):
-    """The frame types of protocol version 1."""
+    """The frame types of protocol version 2."""
 
     HELLO = 1
     INTEREST = 2
@@ -93,18 +102,60 @@ class Uninterest:
     id: int
 
 
-@dataclass(frozen=True, slots=True)
-class Pub:
-    """A message for the listed interests of the receiving peer."""
+class Pub(Envelope):
+    """One message of a PUB frame, for the listed interests of the receiving peer.
 
-    seq: int
-    subject: str
-    data: bytes
-    targets: tuple[int, ...] = ()
-    headers: dict[str, str] = field(default_factory=dict)
-    key: str | None = None
-    id: str = ""
-    request: bool = False
+    It is the envelope the listener queues locally (no copy into another object).
+    """
+
+    __slots__ = ("request", "seq", "targets")
+
+    def __init__(
+        self,
+        seq: int,
+        subject: str,
+        data: bytes,
+        targets: tuple[int, ...] = (),
+        headers: dict[str, str] | None = None,
+        key: str | None = None,
+        id: str = "",
+        request: bool = False,
+    ) -> None:
+        self.seq = seq
+        self.subject = subject
+        self.data = data
+        self.targets = targets
+        self.headers = {} if headers is None else headers
+        self.key = key
+        self.id = id
+        self.request = request
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.seq,
+            self.subject,
+            self.data,
+            self.targets,
+            self.headers,
+            self.key,
+            self.id,
+            self.request,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pub) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Pub(seq={self.seq}, subject={self.subject!r}, targets={self.targets})"
+
+
+@dataclass(frozen=True, slots=True)
+class Pubs:
+    """A PUB frame: messages with consecutive sequence numbers, in publish order."""
+
+    messages: tuple[Pub, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +211,7 @@ class Bye:
     reason: str
 
 
-Frame = Hello | Interest | Uninterest | Pub | Accept | Refuse | Credit | Ping | Pong | Reply | Bye
+Frame = Hello | Interest | Uninterest | Pubs | Accept | Refuse | Credit | Ping | Pong | Reply | Bye
 
 
 # -- encoding -------------------------------------------------------------------------------
@@ -170,7 +221,7 @@ def _str(value: str, width: struct.Struct, what: str) -> bytes:
     raw = value.encode()
     limit = (1 << (8 * width.size)) - 1
     if len(raw) > limit:
-        raise ProtocolError(f"{what} of {len(raw)} bytes does not fit the frame ({limit} at most)")
+        raise _too_long(what, len(raw), limit)
     return width.pack(len(raw)) + raw
 
 
@@ -187,21 +238,91 @@ def _frame(kind: FrameType, body: bytes, payload: bytes = b"") -> list[bytes]:
     return [head + body, payload] if payload else [head + body]
 
 
-def encode(frame: Frame) -> list[bytes]:
-    """The buffers that carry ``frame`` (write them in order; the payload is not copied)."""
-    if isinstance(frame, Pub):
-        flags = (_REQUEST if frame.request else 0) | (_HAS_KEY if frame.key is not None else 0)
-        body = b"".join(
-            [
-                _PUB_HEAD.pack(frame.seq, flags, len(frame.targets)),
-                b"".join(_U32.pack(target) for target in frame.targets),
-                _str(frame.subject, _U8, "subject"),
-                _str(frame.key or "", _U16, "key"),
-                _str(frame.id, _U8, "message id"),
-                _headers(frame.headers),
-            ]
+def _too_long(what: str, size: int, limit: int) -> ProtocolError:
+    return ProtocolError(f"{what} of {size} bytes does not fit the frame ({limit} at most)")
+
+
+def encode_pubs(
+    first_seq: int,
+    items: Sequence[tuple[Envelope, tuple[int, ...], bool]],
+    start: int = 0,
+    limit: int = DEFAULT_MAX_FRAME,
+) -> tuple[bytes, int]:
+    """One PUB frame for ``items[start:]`` — each ``(envelope, targets, request)`` — numbered
+    from ``first_seq``: as many as fit in ``limit`` bytes (at least one) and ``MAX_PUBS``.
+    Return the frame and how many messages it carries."""
+    parts: list[bytes] = [b""]
+    packed: dict[tuple[int, ...], bytes] = {}
+    pack = _MSG_HEAD.pack
+    size = 1 + _PUB_HEAD.size
+    stop = min(len(items), start + MAX_PUBS)
+    at = start
+    while at < stop:
+        envelope, targets, request = items[at]
+        subject = envelope.subject.encode()
+        message_id = envelope.id.encode()
+        key = envelope.key
+        flags = _REQUEST if request else 0
+        if key is None:
+            raw_key = b""
+        else:
+            raw_key = key.encode()
+            flags |= _HAS_KEY
+        headers = _headers(envelope.headers) if envelope.headers else b""
+        data = envelope.data
+        raw_targets = packed.get(targets)
+        if raw_targets is None:
+            if len(targets) > 0xFFFF:
+                raise _too_long("target list", len(targets), 0xFFFF)
+            raw_targets = packed[targets] = struct.pack(f">{len(targets)}I", *targets)
+        if len(subject) > 0xFF:
+            raise _too_long("subject", len(subject), 0xFF)
+        if len(message_id) > 0xFF:
+            raise _too_long("message id", len(message_id), 0xFF)
+        if len(raw_key) > 0xFFFF:
+            raise _too_long("key", len(raw_key), 0xFFFF)
+        grown = size + _MSG_HEAD.size + len(raw_targets) + len(subject) + len(message_id)
+        grown += len(raw_key) + len(headers) + len(data)
+        if grown > limit and at > start:
+            break
+        size = grown
+        parts += (
+            pack(
+                flags,
+                len(subject),
+                len(message_id),
+                len(targets),
+                len(raw_key),
+                len(headers),
+                len(data),
+            ),
+            raw_targets,
+            subject,
+            message_id,
+            raw_key,
+            headers,
+            data,
         )
-        return _frame(FrameType.PUB, body, frame.data)
+        at += 1
+    parts[0] = _HEAD.pack(size, FrameType.PUB) + _PUB_HEAD.pack(first_seq, at - start)
+    return b"".join(parts), at - start
+
+
+def encode(frame: Frame | Pub) -> list[bytes]:
+    """The buffers that carry ``frame`` (write them in order); a lone ``Pub`` goes as a PUB
+    frame of one message."""
+    if isinstance(frame, Pub):
+        frame = Pubs((frame,))
+    if isinstance(frame, Pubs):
+        items = [(pub, pub.targets, pub.request) for pub in frame.messages]
+        for earlier, later in zip(frame.messages, frame.messages[1:], strict=False):
+            if later.seq != earlier.seq + 1:
+                raise ProtocolError("the messages of a PUB frame have consecutive seq numbers")
+        first = frame.messages[0].seq if frame.messages else 0
+        raw, count = encode_pubs(first, items, limit=1 << 62)
+        if count != len(items):
+            raise ProtocolError(f"a PUB frame carries at most {MAX_PUBS} messages")
+        return [raw]
     if isinstance(frame, Accept):
         return _frame(FrameType.ACCEPT, _U64.pack(frame.seq))
     if isinstance(frame, Credit):
@@ -315,45 +436,66 @@ def _hello(r: _Reader) -> Hello:
     return hello
 
 
-def _pub(body: memoryview) -> Pub:
-    """PUB is the hot path: one pass over the body, no field-by-field reader."""
+def _pubs(body: memoryview) -> Pubs:
+    """PUB is the hot path: one fixed-layout head per message, no field-by-field reader."""
     end = len(body)
     try:
-        seq, flags, count = _PUB_HEAD.unpack_from(body, 0)
-        at = _PUB_HEAD.size + 4 * count
-        targets = struct.unpack_from(f">{count}I", body, _PUB_HEAD.size) if count else ()
-        size = body[at]
-        subject = bytes(body[at + 1 : at + 1 + size])
-        at += 1 + size
-        (size,) = _U16.unpack_from(body, at)
-        key = bytes(body[at + 2 : at + 2 + size])
-        at += 2 + size
-        size = body[at]
-        message_id = bytes(body[at + 1 : at + 1 + size])
-        at += 1 + size
-        if at + 2 > end:
-            raise ProtocolError("PUB frame is truncated")
-        if body[at] or body[at + 1]:
-            reader = _Reader(body[at:], "PUB")
-            headers = reader.headers()
-            at += reader._at
-        else:
-            headers = {}
-            at += 2
-        return Pub(
-            seq=seq,
-            subject=subject.decode(),
-            data=bytes(body[at:]),
-            targets=targets,
-            headers=headers,
-            key=key.decode() if flags & _HAS_KEY else None,
-            id=message_id.decode(),
-            request=bool(flags & _REQUEST),
-        )
-    except (struct.error, IndexError):
+        first, count = _PUB_HEAD.unpack_from(body, 0)
+    except struct.error:
+        raise ProtocolError("PUB frame is truncated") from None
+    if not count:
+        raise ProtocolError("PUB frame carries no message")
+    at = _PUB_HEAD.size
+    unpack = _MSG_HEAD.unpack_from
+    one = _ONE_TARGET.unpack_from
+    messages: list[Pub] = []
+    try:
+        for seq in range(first, first + count):
+            flags, n_subject, n_id, n_targets, n_key, n_headers, n_data = unpack(body, at)
+            at += _MSG_HEAD.size
+            stop = at + 4 * n_targets + n_subject + n_id + n_key + n_headers + n_data
+            if stop > end:
+                raise ProtocolError("PUB frame is truncated")
+            if n_targets == 1:
+                targets: tuple[int, ...] = one(body, at)
+            elif n_targets:
+                targets = struct.unpack_from(f">{n_targets}I", body, at)
+            else:
+                targets = ()
+            at += 4 * n_targets
+            subject = str(body[at : at + n_subject], "utf-8")
+            at += n_subject
+            message_id = str(body[at : at + n_id], "utf-8")
+            at += n_id
+            key = str(body[at : at + n_key], "utf-8") if flags & _HAS_KEY else None
+            at += n_key
+            if n_headers:
+                reader = _Reader(body[at : at + n_headers], "PUB")
+                headers = reader.headers()
+                reader.end()
+                at += n_headers
+            else:
+                headers = {}
+            messages.append(
+                Pub(
+                    seq,
+                    subject,
+                    bytes(body[at:stop]),
+                    targets,
+                    headers,
+                    key,
+                    message_id,
+                    bool(flags & _REQUEST),
+                )
+            )
+            at = stop
+    except struct.error:
         raise ProtocolError("PUB frame is truncated") from None
     except UnicodeDecodeError as exc:
         raise ProtocolError("PUB frame has text that is not UTF-8") from exc
+    if at != end:
+        raise ProtocolError(f"PUB frame has {end - at} extra bytes")
+    return Pubs(tuple(messages))
 
 
 def _parse(kind: int, body: memoryview) -> Frame:
@@ -362,7 +504,7 @@ def _parse(kind: int, body: memoryview) -> Frame:
     except ValueError:
         raise ProtocolError(f"unknown frame type {kind}") from None
     if frame_type is FrameType.PUB:
-        return _pub(body)
+        return _pubs(body)
     r = _Reader(body, frame_type.name)
     frame: Frame
     if frame_type is FrameType.REPLY:
