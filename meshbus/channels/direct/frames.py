@@ -554,20 +554,27 @@ class FrameDecoder:
         """Add ``data``; return every frame it completes, in order."""
         buffer = self._buffer
         buffer += data
+        frames, at, _ = self.cut(buffer, 0, len(buffer))
+        if at:
+            del buffer[:at]
+        return frames
+
+    def cut(self, buffer: bytearray, start: int, end: int) -> tuple[list[Frame], int, int]:
+        """Decode the whole frames in ``buffer[start:end]``. Return them, where the first
+        incomplete one starts, and its full size when its header is in (else 0) — already
+        checked against ``max_frame``, so a reader may make room for it."""
         frames: list[Frame] = []
-        at = 0
-        while len(buffer) - at >= _HEAD.size:
+        at = start
+        while end - at >= _HEAD.size:
             length, kind = _HEAD.unpack_from(buffer, at)
             if length == 0 or length > self.max_frame:
                 raise ProtocolError(
                     f"frame length {length} is outside 1..{self.max_frame}; closing the connection"
                 )
-            end = at + 4 + length
-            if end > len(buffer):
-                break
-            with memoryview(buffer) as view, view[at + _HEAD.size : end] as body:
+            stop = at + 4 + length
+            if stop > end:
+                return frames, at, 4 + length
+            with memoryview(buffer) as view, view[at + _HEAD.size : stop] as body:
                 frames.append(_parse(kind, body))
-            at = end
-        if at:
-            del buffer[:at]
-        return frames
+            at = stop
+        return frames, at, 0

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from meshbus.channels.direct.config import DirectConfig
-from meshbus.channels.direct.connection import Connection
+from meshbus.channels.direct.connection import Connection, Wire
 from meshbus.channels.direct.frames import (
     Accept,
     Bye,
@@ -168,26 +168,26 @@ class DirectListener:
     async def start(self) -> None:
         (host, port), *_ = self.config.addresses
         try:
-            self._server = await asyncio.start_server(
-                self._on_client, host, port, ssl=self.config.ssl, limit=1 << 20
+            self._server = await asyncio.get_running_loop().create_server(
+                lambda: Wire(self.config.settings.max_frame, self._accepted),
+                host,
+                port,
+                ssl=self.config.ssl,
             )
         except OSError as exc:
             raise ConnectFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handler = asyncio.current_task()
-        assert handler is not None
+    def _accepted(self, wire: Wire) -> None:
+        handler = asyncio.create_task(self._serve(wire))
         self._handlers.add(handler)
-        try:
-            await self._serve(reader, writer)
-        finally:
-            self._handlers.discard(handler)
+        handler.add_done_callback(self._handlers.discard)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
+    async def _serve(self, wire: Wire) -> None:
+        assert wire.transport is not None
+        peer = wire.transport.get_extra_info("peername")
         try:
             conn = await Connection.establish(
-                reader, writer, self.config.settings, self._hello(), accepting=True
+                wire, self.config.settings, self._hello(), accepting=True
             )
         except (ProtocolError, AuthenticationFailed, ConnectionError, OSError) as exc:
             log.warning("refused direct peer %s: %s", peer, exc)
@@ -229,7 +229,10 @@ class DirectListener:
                     served.conn.send(Accept(pub.seq - 1))
                 served.task = asyncio.create_task(self._work_off(served))
                 return
-        served.conn.send(Accept(pubs[-1].seq))
+        # Published messages: the ACCEPT goes at once, before local subscribers get to run and
+        # while the publisher waits for it. A request (always alone in its frame): after them,
+        # so the handler runs first and its REPLY may share the write.
+        served.conn.send(Accept(pubs[-1].seq), now=not pubs[0].request)
         self._progress.set()
 
     async def _work_off(self, served: _Served) -> None:

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from meshbus.channels.direct.config import DirectConfig
-from meshbus.channels.direct.connection import Connection
+from meshbus.channels.direct.connection import Connection, Wire
 from meshbus.channels.direct.frames import (
     Accept,
     Bye,
@@ -116,10 +116,13 @@ class Peer:
             try:
                 # The host name is resolved again at every attempt: a restarted container
                 # comes back with a new address.
-                reader, writer = await asyncio.open_connection(
-                    self.host, self.port, ssl=self.config.ssl, limit=1 << 20
+                _, wire = await asyncio.get_running_loop().create_connection(
+                    lambda: Wire(self.config.settings.max_frame),
+                    self.host,
+                    self.port,
+                    ssl=self.config.ssl,
                 )
-                conn = await Connection.establish(reader, writer, self.config.settings, self._hello)
+                conn = await Connection.establish(wire, self.config.settings, self._hello)
             except (OSError, ProtocolError, AuthenticationFailed, ConnectionError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 self._report(False)
