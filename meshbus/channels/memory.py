@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
@@ -191,6 +191,9 @@ class _Subscriber:
         self.closing = False
         self.waiter: asyncio.Future[None] | None = None
         self.drained: asyncio.Event | None = None
+        self.on_close: Callable[[], Awaitable[None]] | None = None
+        """Awaited once the subscriber has closed (the direct listener withdraws its
+        interest)."""
 
     def __aiter__(self) -> _Subscriber:
         return self
@@ -315,6 +318,8 @@ class _Member(_Subscriber):
         left = await self._drain(timeout)
         if left:
             self.group.put_back(left)
+        if self.on_close is not None:
+            await self.on_close()
 
 
 class _Broadcast(_Subscriber):
@@ -366,6 +371,8 @@ class _Broadcast(_Subscriber):
                 waiter.set_result(None)
         # Settling a broadcast message changes nothing, so closing does not wait for it.
         await self._drain(0)
+        if self.on_close is not None:
+            await self.on_close()
 
 
 class MemoryTransport:

@@ -371,8 +371,9 @@ class TcpTransport:
             raise RequestTimeout(envelope.subject, timeout) from None
         finally:
             for peer, reply in waiting:
-                peer.forget_reply(reply)
-                if reply.done() and not reply.cancelled():
+                if not reply.done():
+                    peer.forget_reply(reply)
+                elif not reply.cancelled():
                     reply.exception()  # retrieved: no "never retrieved" noise
 
     async def subscribe(

@@ -107,27 +107,6 @@ class _ReplySink:
                 self._served.conn.send(Reply(self._seq, reply.data, reply.headers), now=True)
 
 
-class _LocalSubscription:
-    """A local subscription whose close also withdraws its interest."""
-
-    def __init__(self, listener: DirectListener, key: tuple[str, str | None], sub: Any) -> None:
-        self._listener = listener
-        self._key = key
-        self._sub: _Member | _Broadcast = sub
-
-    def __aiter__(self) -> _LocalSubscription:
-        return self
-
-    async def __anext__(self) -> Message:
-        return await self._sub.__anext__()
-
-    async def close(self, timeout: float) -> None:
-        if self._sub.closing:
-            return
-        await self._sub.close(timeout)
-        await self._listener._release(self._key)
-
-
 class DirectListener:
     """Serves this process's subscriptions to direct peers (see the module docstring)."""
 
@@ -229,10 +208,10 @@ class DirectListener:
                     served.conn.send(Accept(pub.seq - 1))
                 served.task = asyncio.create_task(self._work_off(served))
                 return
-        # Published messages: the ACCEPT goes at once, before local subscribers get to run and
-        # while the publisher waits for it. A request (always alone in its frame): after them,
-        # so the handler runs first and its REPLY may share the write.
-        served.conn.send(Accept(pubs[-1].seq), now=not pubs[0].request)
+        # The ACCEPT goes at once, before local subscribers get to run, while the publisher
+        # waits for it. A request (always alone in its frame) is answered by its REPLY.
+        if not pubs[0].request:
+            served.conn.send(Accept(pubs[-1].seq), now=True)
         self._progress.set()
 
     async def _work_off(self, served: _Served) -> None:
@@ -327,7 +306,9 @@ class DirectListener:
 
     # -- subscriptions -------------------------------------------------------------------------
 
-    async def subscribe(self, pattern: str, group: str | None, prefetch: int) -> _LocalSubscription:
+    async def subscribe(
+        self, pattern: str, group: str | None, prefetch: int
+    ) -> _Member | _Broadcast:
         sub = self._hub.subscriber(
             pattern, group, self.config.max_payload, prefetch, self.config.buffer
         )
@@ -341,7 +322,8 @@ class DirectListener:
             await self._announce(Interest(interest_id, pattern, group))
         else:
             entry[1] += 1
-        return _LocalSubscription(self, key, sub)
+        sub.on_close = lambda: self._release(key)  # closing it withdraws the interest
+        return sub
 
     async def _release(self, key: tuple[str, str | None]) -> None:
         entry = self._interests.get(key)

@@ -284,10 +284,8 @@ class Peer:
         seq = self._seq
         frame, _ = encode_pubs(seq, [(envelope, targets, True)], 0, conn.peer.max_frame)
         self._credit -= 1
-        loop = asyncio.get_running_loop()
-        self._pending.append(Batch(seq, seq, loop.create_future()))
-        self._idle.clear()
-        reply: asyncio.Future[Reply] = loop.create_future()
+        # No Batch: a request is answered by its REPLY (or REFUSE), not ACCEPT.
+        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._replies[seq] = reply
         conn.write(frame)
         await conn.drain()
