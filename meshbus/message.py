@@ -136,7 +136,9 @@ class Message:
 
     async def ack(self) -> None:
         """Settle: the message is done with and will not come again."""
-        self._settle("ack")
+        if self._settled:
+            self._settle("ack")  # raises AlreadySettled
+        self._settled = True
         await self._settler.ack(self)
 
     async def nack(self, delay: float | None = None) -> None:

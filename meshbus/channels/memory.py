@@ -219,10 +219,11 @@ class _Subscriber:
             self.waiter = None
 
     def _settled(self, message: Message) -> _Entry | None:
-        entry = self.in_flight.pop(id(message.token), None)
-        if not self.closing and len(self.in_flight) + 1 == self.prefetch:
+        in_flight = self.in_flight
+        entry = in_flight.pop(id(message.token), None)
+        if len(in_flight) + 1 == self.prefetch and not self.closing:
             self._wake_self()
-        if self.drained is not None and not self.in_flight:
+        if self.drained is not None and not in_flight:
             self.drained.set()
         return entry
 
@@ -273,14 +274,15 @@ class _Member(_Subscriber):
             if self.closing:
                 raise StopAsyncIteration
             if len(self.in_flight) < self.prefetch:
-                if group.queue:
-                    entry = group.queue.popleft()
+                queue = group.queue
+                if queue:
+                    entry = queue.popleft()
                     entry.attempt += 1
                     if entry.on_take is not None:
                         entry.on_take()
                         entry.on_take = None
                     self.in_flight[id(entry)] = entry
-                    if group.queue:
+                    if queue and group.waiters:
                         _wake_first(group.waiters)
                     return _deliver(entry.envelope, entry.attempt, self, entry)
                 await self._wait(group.waiters)

@@ -73,7 +73,8 @@ class _Served:
         self.on_take: Callable[[], None] = self.taken
 
     def taken(self) -> None:
-        self.progress.set()
+        if not self.progress.is_set():
+            self.progress.set()
         self.owed += 1
         if self.owed >= self.batch and not self.conn.closed.is_set():
             # At once: a subscriber taking messages in a tight loop would hold back a queued
