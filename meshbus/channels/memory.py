@@ -172,7 +172,8 @@ class _Group:
 
     def put(self, entry: _Entry) -> None:
         self.queue.append(entry)
-        _wake_first(self.waiters)
+        if self.waiters:
+            _wake_first(self.waiters)
 
     def put_back(self, entries: list[_Entry]) -> None:
         self.queue.extendleft(reversed(entries))

@@ -51,7 +51,6 @@ _U64 = struct.Struct(">Q")
 _PUB_HEAD = struct.Struct(">QH")  # first seq, message count
 # Each message of a PUB frame: flags, subject, id, target count, key, headers, payload sizes.
 _MSG_HEAD = struct.Struct(">BBBHHII")
-_ONE_TARGET = struct.Struct(">I")
 _REQUEST = 1
 _HAS_KEY = 2
 MAX_PUBS = 0xFFFF
@@ -252,57 +251,67 @@ def encode_pubs(
     from ``first_seq``: as many as fit in ``limit`` bytes (at least one) and ``MAX_PUBS``.
     Return the frame and how many messages it carries."""
     parts: list[bytes] = [b""]
-    packed: dict[tuple[int, ...], bytes] = {}
     pack = _MSG_HEAD.pack
     size = 1 + _PUB_HEAD.size
     stop = min(len(items), start + MAX_PUBS)
+    # The targets and subject of consecutive messages are mostly the very same objects: their
+    # encoded form (``middle``) is made once per run of them.
+    last_subject: str | None = None
+    last_targets: tuple[int, ...] | None = None
+    middle = b""
+    n_subject = n_targets = 0
     at = start
     while at < stop:
         envelope, targets, request = items[at]
-        subject = envelope.subject.encode()
+        subject = envelope.subject
+        if subject is not last_subject or targets is not last_targets:
+            raw_subject = subject.encode()
+            n_subject, n_targets = len(raw_subject), len(targets)
+            if n_subject > 0xFF:
+                raise _too_long("subject", n_subject, 0xFF)
+            if n_targets > 0xFFFF:
+                raise _too_long("target list", n_targets, 0xFFFF)
+            middle = struct.pack(f">{n_targets}I", *targets) + raw_subject
+            last_subject, last_targets = subject, targets
         message_id = envelope.id.encode()
-        key = envelope.key
-        flags = _REQUEST if request else 0
-        if key is None:
-            raw_key = b""
-        else:
-            raw_key = key.encode()
-            flags |= _HAS_KEY
-        headers = _headers(envelope.headers) if envelope.headers else b""
-        data = envelope.data
-        raw_targets = packed.get(targets)
-        if raw_targets is None:
-            if len(targets) > 0xFFFF:
-                raise _too_long("target list", len(targets), 0xFFFF)
-            raw_targets = packed[targets] = struct.pack(f">{len(targets)}I", *targets)
-        if len(subject) > 0xFF:
-            raise _too_long("subject", len(subject), 0xFF)
         if len(message_id) > 0xFF:
             raise _too_long("message id", len(message_id), 0xFF)
-        if len(raw_key) > 0xFFFF:
-            raise _too_long("key", len(raw_key), 0xFFFF)
-        grown = size + _MSG_HEAD.size + len(raw_targets) + len(subject) + len(message_id)
-        grown += len(raw_key) + len(headers) + len(data)
-        if grown > limit and at > start:
-            break
-        size = grown
-        parts += (
-            pack(
+        data = envelope.data
+        key = envelope.key
+        flags = _REQUEST if request else 0
+        if key is None and not envelope.headers:
+            grown = size + _MSG_HEAD.size + len(middle) + len(message_id) + len(data)
+            if grown > limit and at > start:
+                break
+            parts += (
+                pack(flags, n_subject, len(message_id), n_targets, 0, 0, len(data)),
+                middle,
+                message_id,
+                data,
+            )
+        else:
+            raw_key = b""
+            if key is not None:
+                raw_key = key.encode()
+                flags |= _HAS_KEY
+                if len(raw_key) > 0xFFFF:
+                    raise _too_long("key", len(raw_key), 0xFFFF)
+            headers = _headers(envelope.headers) if envelope.headers else b""
+            grown = size + _MSG_HEAD.size + len(middle) + len(message_id) + len(raw_key)
+            grown += len(headers) + len(data)
+            if grown > limit and at > start:
+                break
+            head = pack(
                 flags,
-                len(subject),
+                n_subject,
                 len(message_id),
-                len(targets),
+                n_targets,
                 len(raw_key),
                 len(headers),
                 len(data),
-            ),
-            raw_targets,
-            subject,
-            message_id,
-            raw_key,
-            headers,
-            data,
-        )
+            )
+            parts += (head, middle, message_id, raw_key, headers, data)
+        size = grown
         at += 1
     parts[0] = _HEAD.pack(size, FrameType.PUB) + _PUB_HEAD.pack(first_seq, at - start)
     return b"".join(parts), at - start
@@ -449,7 +458,11 @@ def _pubs(view: memoryview) -> Pubs:
         raise ProtocolError("PUB frame carries no message")
     at = _PUB_HEAD.size
     unpack = _MSG_HEAD.unpack_from
-    one = _ONE_TARGET.unpack_from
+    # Consecutive messages mostly share their targets and subject: when the bytes are those of
+    # the message before, its decoded values are reused (compared in place, nothing sliced).
+    last = b""
+    targets: tuple[int, ...] = ()
+    subject = ""
     messages: list[Pub] = []
     try:
         for seq in range(first, first + count):
@@ -458,16 +471,12 @@ def _pubs(view: memoryview) -> Pubs:
             stop = at + 4 * n_targets + n_subject + n_id + n_key + n_headers + n_data
             if stop > end:
                 raise ProtocolError("PUB frame is truncated")
-            if n_targets == 1:
-                targets: tuple[int, ...] = one(body, at)
-                at += 4
-            elif n_targets:
-                targets = struct.unpack_from(f">{n_targets}I", body, at)
-                at += 4 * n_targets
-            else:
-                targets = ()
-            subject = body[at : at + n_subject].decode()
-            at += n_subject
+            block = 4 * n_targets + n_subject
+            if block != len(last) or not body.startswith(last, at):
+                last = body[at : at + block]
+                targets = struct.unpack_from(f">{n_targets}I", last) if n_targets else ()
+                subject = last[4 * n_targets :].decode()
+            at += block
             message_id = body[at : at + n_id].decode()
             at += n_id
             key = body[at : at + n_key].decode() if flags & _HAS_KEY else None
