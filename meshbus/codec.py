@@ -27,9 +27,9 @@ _JSON_TYPES = (dict, list, tuple, str, int, float, bool, type(None))
 
 def encode(payload: object) -> tuple[bytes, str | None]:
     """Encode ``payload`` to bytes; return them with their content type (``None`` for bytes)."""
+    if type(payload) is bytes:
+        return payload, None
     kind = type(payload)
-    if kind is bytes:
-        return cast(bytes, payload), None
     if kind in _JSON_TYPES:
         try:
             return _dumps(payload).encode(), JSON

@@ -31,8 +31,8 @@ from meshbus.channels.direct.frames import (
     Pub,
     Pubs,
     Refuse,
-    Reply,
     Uninterest,
+    encode_reply,
 )
 from meshbus.channels.memory import _Broadcast, _Entry, _Group, _Hub, _Member
 from meshbus.errors import (
@@ -105,7 +105,7 @@ class _ReplySink:
         self._served.replies.discard(self._token)
         if not self._served.conn.closed.is_set():
             with contextlib.suppress(ConnectionLost):
-                self._served.conn.send(Reply(self._seq, reply.data, reply.headers), now=True)
+                self._served.conn.write(encode_reply(self._seq, reply.data, reply.headers))
 
 
 class DirectListener:

@@ -279,7 +279,9 @@ class Peer:
 
     async def request(self, envelope: Envelope, targets: tuple[int, ...]) -> asyncio.Future[Reply]:
         """Send one request PUB; return the future of its reply."""
-        conn = await self._take_credit()
+        conn = self.conn
+        if self._credit <= 0 or conn is None or not self.ready.is_set():
+            conn = await self._take_credit()
         self._seq += 1
         seq = self._seq
         frame, _ = encode_pubs(seq, [(envelope, targets, True)], 0, conn.peer.max_frame)
@@ -288,7 +290,8 @@ class Peer:
         reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._replies[seq] = reply
         conn.write(frame)
-        await conn.drain()
+        if conn.wire.paused:
+            await conn.drain()
         return reply
 
     async def wait_idle(self) -> None:
