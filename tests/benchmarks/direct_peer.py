@@ -36,8 +36,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_writers: set[asyncio.StreamWriter] = set()
+
+
 async def raw_sink(count: int) -> asyncio.Server:
     async def receive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _writers.add(writer)
         buffer = bytearray()
         seen = 0
         while data := await reader.read(1 << 16):
@@ -60,6 +64,7 @@ async def raw_sink(count: int) -> asyncio.Server:
 
 async def raw_echo(size: int) -> asyncio.Server:
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _writers.add(writer)
         try:
             while data := await reader.readexactly(4 + size):
                 writer.write(data)
@@ -80,6 +85,9 @@ async def main(kind: str, size: int, count: int) -> None:
         print(server.sockets[0].getsockname()[1], flush=True)
         await stdin.read()
         server.close()
+        for writer in _writers:  # the handlers end on their own, by end of stream
+            writer.close()
+        await asyncio.sleep(0.1)
         return
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"

@@ -1,4 +1,5 @@
-"""Print the figures `make bench` cares about (msgs/s, p50, p99) from a benchmark JSON file."""
+"""Print the figures `make bench` cares about (msgs/s, p50, p99, and a ratio to the baseline
+where a benchmark measures one beside it) from a benchmark JSON file."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import sys
 def main(path: str) -> None:
     with open(path) as handle:
         results = json.load(handle)
-    print(f"\n{'benchmark':<52}{'msgs/s':>12}{'p50 µs':>10}{'p99 µs':>10}")
+    print(
+        f"\n{'benchmark':<52}{'msgs/s':>12}{'p50 µs':>10}{'p99 µs':>10}{'baseline':>12}{'ratio':>8}"
+    )
     for bench in sorted(results["benchmarks"], key=lambda b: b["name"]):
         info = bench.get("extra_info", {})
         rate = info.get("msgs_per_s", "")
+        baseline = info.get("baseline_msgs_per_s", info.get("baseline_p50_us", ""))
         print(
             f"{bench['name']:<52}{rate:>12}{info.get('p50_us', ''):>10}{info.get('p99_us', ''):>10}"
+            f"{baseline:>12}{info.get('ratio', ''):>8}"
         )
 
 

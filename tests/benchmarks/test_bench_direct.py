@@ -4,22 +4,27 @@ The baseline is the plain one of issue 3: 4-byte length-prefixed frames, one wri
 per frame, a reader that parses them.
 
 Sender and receiver run in separate processes, for the baseline and for ``tcp://`` alike, as
-PERFORMANCE.md measured the issue's ~270k msgs/s: the receiver is ``direct_peer.py``, started
-once per benchmark, and this process sends. Both ends in one event loop would measure
-something else: there the raw sender never yields (each write goes straight to the socket and
-``drain`` returns at once), so it runs its whole loop before the reader parses anything in one
-pass, while a real peer's receiver works concurrently on the other core. That made the
-one-process baseline (~700k msgs/s) a figure no two services reach.
+PERFORMANCE.md measured the issue's ~270k msgs/s: each receiver is a ``direct_peer.py`` process,
+and this process sends. Both ends in one event loop would measure something else: there the raw
+sender never yields (each write goes straight to the socket and ``drain`` returns at once), so
+it runs its whole loop before the reader parses anything, in one pass, while a real peer's
+receiver works at the same time on the other core. That made the one-process baseline
+(~700k msgs/s) a figure no two services reach.
 
-A round is timed from the first send until the receiving process reports, on its stdout, that it
-has the round's last message (tcp:// messages are also acked by the subscriber). The receiver's
-CPU per message is recorded beside the sender's. Request/reply times each round trip to an echo
-in the other process: a raw frame written back, or a meshbus group member responding.
+The baseline and ``tcp://`` are measured interleaved — a raw round, then a ``tcp://`` round,
+in each benchmark round — so that both see the same load on a shared machine, whose other work
+moves absolute figures by 2x within a minute. A throughput round is timed from the first send
+until the receiving process reports, on its stdout, that it has the round's last message
+(``tcp://`` messages are also acked by the subscriber); the CPU per message of both processes
+is recorded too. Round trips are timed in alternating blocks of 100 to an echo in the other
+process: a raw frame written back, or a ``tcp://`` group member responding. ``msgs_per_s`` and
+``p50_us`` are tcp://'s, ``baseline_*`` the raw figures, ``ratio`` the first over the second.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import struct
 import sys
 import time
@@ -28,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Runner, record_latency, record_throughput
+from conftest import Runner
 
 import meshbus
 
@@ -101,91 +106,117 @@ def receiver(run: Runner) -> Iterator[Callable[[str, int, int], Receiver]]:
         run(peer.stop)
 
 
-def measure(
-    benchmark: Any, run: Runner, peer: Receiver, count: int, send: Callable[[], Awaitable[None]]
-) -> None:
-    """Time rounds of ``send`` until the receiver reports the round complete."""
-    spent: list[float] = []
-
-    async def one_round() -> None:
-        cpu = time.process_time()
-        await send()
-        await peer.done()
-        spent.append(time.process_time() - cpu)
-
-    benchmark.pedantic(lambda: run(one_round), rounds=5, warmup_rounds=1)
-    record_throughput(benchmark, count)
-    benchmark.extra_info["sender_cpu_us_per_msg"] = round(min(spent) / count * 1e6, 2)
-    benchmark.extra_info["receiver_cpu_us_per_msg"] = round(min(peer.cpu_spent) / count * 1e6, 2)
+Sender = tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]
+"""Sends one round; closes the sender."""
 
 
-@pytest.mark.parametrize("size", list(SIZES))
-def test_raw_tcp_baseline(benchmark: Any, run: Runner, receiver: Any, size: str) -> None:
+def raw_sender(run: Runner, peer: Receiver, size: int, count: int) -> Sender:
     """Raw asyncio TCP, one write + drain per 4-byte length-prefixed frame."""
-    peer = receiver("raw-sink", SIZES[size], COUNT[size])
-    frame = _LEN.pack(SIZES[size]) + b"x" * SIZES[size]
+    frame = _LEN.pack(size) + b"x" * size
     _, writer = run(lambda: asyncio.open_connection("127.0.0.1", peer.port))
 
     async def send() -> None:
-        for _ in range(COUNT[size]):
+        for _ in range(count):
             writer.write(frame)
             await writer.drain()
 
-    measure(benchmark, run, peer, COUNT[size], send)
-    writer.close()
+    async def close() -> None:
+        writer.close()
+        await writer.wait_closed()
+
+    return send, close
+
+
+def tcp_sender(run: Runner, peer: Receiver, size: int, count: int) -> Sender:
+    """tcp://, publish_many in batches of 256, one group member acking each message."""
+    client = run(lambda: meshbus.connect(f"tcp://127.0.0.1:{peer.port}").start())
+    chunk = [("bench.data", b"x" * size)] * BATCH
+
+    async def send() -> None:
+        for _ in range(count // BATCH):
+            await client.publish_many(chunk)
+
+    return send, client.close
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_tcp_one_way(benchmark: Any, run: Runner, receiver: Any, size: str) -> None:
-    """tcp://, publish_many in batches of 256, one group member acking each message."""
-    peer = receiver("tcp-sink", SIZES[size], COUNT[size])
-    client = run(lambda: meshbus.connect(f"tcp://127.0.0.1:{peer.port}").start())
-    chunk = [("bench.data", b"x" * SIZES[size])] * BATCH
+def test_one_way(benchmark: Any, run: Runner, receiver: Any, size: str) -> None:
+    """One way, interleaved: raw asyncio TCP (the baseline), then tcp:// publish_many in
+    batches of 256 into a group member acking each message."""
+    count = COUNT[size]
+    paths = {path: receiver(f"{path}-sink", SIZES[size], count) for path in ("raw", "tcp")}
+    senders = {
+        "raw": raw_sender(run, paths["raw"], SIZES[size], count),
+        "tcp": tcp_sender(run, paths["tcp"], SIZES[size], count),
+    }
+    seconds: dict[str, list[float]] = {"raw": [], "tcp": []}
+    cpu: dict[str, list[float]] = {"raw": [], "tcp": []}
 
-    async def send() -> None:
-        for _ in range(COUNT[size] // BATCH):
-            await client.publish_many(chunk)
+    async def pair() -> None:
+        for path, (send, _) in senders.items():
+            start, used = time.perf_counter(), time.process_time()
+            await send()
+            await paths[path].done()
+            seconds[path].append(time.perf_counter() - start)
+            cpu[path].append(time.process_time() - used)
 
     try:
-        measure(benchmark, run, peer, COUNT[size], send)
+        benchmark.pedantic(lambda: run(pair), rounds=7, warmup_rounds=1)
     finally:
-        run(client.close)
+        for _, close in senders.values():
+            run(close)
+    rate = {path: count / statistics.median(seconds[path][1:]) for path in seconds}
+    ratios = [raw / tcp for raw, tcp in zip(seconds["raw"][1:], seconds["tcp"][1:], strict=True)]
+    info = benchmark.extra_info
+    info["msgs_per_s"] = round(rate["tcp"])
+    info["baseline_msgs_per_s"] = round(rate["raw"])
+    info["ratio"] = round(rate["tcp"] / rate["raw"], 2)
+    info["ratio_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+    for path in ("raw", "tcp"):
+        info[f"{path}_cpu_us_per_msg"] = [  # sender, receiver
+            round(min(cpu[path][1:]) / count * 1e6, 2),
+            round(min(paths[path].cpu_spent[1:]) / count * 1e6, 2),
+        ]
 
 
-def round_trips(benchmark: Any, run: Runner, ask: Callable[[], Awaitable[object]]) -> None:
-    """Time ``ROUND_TRIPS`` sequential calls of ``ask`` per round."""
-    samples: list[float] = []
-
-    async def session() -> None:
-        for _ in range(ROUND_TRIPS):
-            start = time.perf_counter()
-            await ask()
-            samples.append(time.perf_counter() - start)
-
-    benchmark.pedantic(lambda: run(session), rounds=3, warmup_rounds=1)
-    record_latency(benchmark, samples[ROUND_TRIPS:])  # not the warm-up round
-
-
-def test_raw_tcp_round_trip(benchmark: Any, run: Runner, receiver: Any) -> None:
-    """Raw TCP ping-pong of 100 B frames with an echo in the other process."""
-    peer = receiver("raw-echo", 100, 0)
-    reader, writer = run(lambda: asyncio.open_connection("127.0.0.1", peer.port))
+def test_round_trip(benchmark: Any, run: Runner, receiver: Any) -> None:
+    """100 B round trips to the other process, in alternating blocks of 100: a raw frame
+    echoed back (the baseline), and a tcp:// request answered by a group member."""
+    raw_peer, tcp_peer = receiver("raw-echo", 100, 0), receiver("tcp-echo", 100, 0)
+    reader, writer = run(lambda: asyncio.open_connection("127.0.0.1", raw_peer.port))
+    client = run(lambda: meshbus.connect(f"tcp://127.0.0.1:{tcp_peer.port}").start())
     frame = _LEN.pack(100) + b"x" * 100
+    payload = b"x" * 100
 
-    async def ask() -> None:
+    async def raw() -> None:
         writer.write(frame)
         await reader.readexactly(len(frame))
 
-    round_trips(benchmark, run, ask)
-    writer.close()
+    async def tcp() -> None:
+        await client.request("bench.rpc", payload, timeout=5)
 
+    samples: dict[str, list[float]] = {"raw": [], "tcp": []}
+    rounds = 0
 
-def test_tcp_request_reply(benchmark: Any, run: Runner, receiver: Any) -> None:
-    """tcp:// request/reply of 100 B to a group member in the other process."""
-    peer = receiver("tcp-echo", 100, 0)
-    client = run(lambda: meshbus.connect(f"tcp://127.0.0.1:{peer.port}").start())
-    payload = b"x" * 100
+    async def session() -> None:
+        nonlocal rounds
+        rounds += 1
+        for _ in range(ROUND_TRIPS // 100):
+            for path, ask in (("raw", raw), ("tcp", tcp)):
+                for _ in range(100):
+                    start = time.perf_counter()
+                    await ask()
+                    if rounds > 1:  # not the warm-up round
+                        samples[path].append(time.perf_counter() - start)
+
     try:
-        round_trips(benchmark, run, lambda: client.request("bench.rpc", payload, timeout=5))
+        benchmark.pedantic(lambda: run(session), rounds=3, warmup_rounds=1)
     finally:
+        writer.close()
         run(client.close)
+    p50 = {path: statistics.median(values) * 1e6 for path, values in samples.items()}
+    info = benchmark.extra_info
+    info["p50_us"] = round(p50["tcp"], 1)
+    info["p99_us"] = round(sorted(samples["tcp"])[int(len(samples["tcp"]) * 0.99)] * 1e6, 1)
+    info["baseline_p50_us"] = round(p50["raw"], 1)
+    info["ratio"] = round(p50["tcp"] / p50["raw"], 2)

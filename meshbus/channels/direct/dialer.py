@@ -32,7 +32,6 @@ from meshbus.errors import (
     PublishTimeout,
     RequestTimeout,
 )
-from meshbus.headers import CORRELATION_ID
 from meshbus.message import Message
 from meshbus.transport import Capabilities, Envelope, TransportSubscription
 
@@ -70,6 +69,11 @@ class _Route:
 
 def _copies(plan: Plan) -> Copies:
     return [(peer, tuple(i for i, _ in entries), entries) for peer, entries in plan.items()]
+
+
+def _expire(reply: asyncio.Future[Reply]) -> None:
+    if not reply.done():
+        reply.set_exception(TimeoutError())
 
 
 class TcpTransport:
@@ -143,6 +147,9 @@ class TcpTransport:
                 f"no {self.config.scheme}:// peer answered within "
                 f"{self.config.connect_timeout:g} s ({errors})"
             ) from None
+
+    def _connected(self) -> bool:
+        return any(peer.ready.is_set() for peer in self.peers)
 
     async def _wait_connected(self, timeout: float | None) -> None:
         async with asyncio.timeout(timeout):
@@ -333,7 +340,7 @@ class TcpTransport:
     async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
         try:
             async with asyncio.timeout(timeout):
-                if not any(peer.ready.is_set() for peer in self.peers):
+                if not self._connected():
                     await self._wait_connected(None)
                 await self._publish(envelopes)
         except TimeoutError:
@@ -343,11 +350,37 @@ class TcpTransport:
             ) from None
 
     async def request(self, envelope: Envelope, timeout: float) -> Message:
-        envelope.headers[CORRELATION_ID] = envelope.id
+        # The listener sets mb-correlation-id from the PUB's message id: not sent twice.
+        if self._connected():
+            copies = self._copies(envelope)
+            if len(copies) == 1:  # the usual case, sent without waiting for anything
+                peer, targets, _ = copies[0]
+                reply = peer.send_request(envelope, targets)
+                if reply is not None:
+                    return await self._reply(peer, reply, envelope, timeout)
+        return await self._request(envelope, timeout)
+
+    async def _reply(
+        self, peer: Peer, reply: asyncio.Future[Reply], envelope: Envelope, timeout: float
+    ) -> Message:
+        """Wait for one reply, bounded by a plain timer (``asyncio.timeout`` costs more than
+        the rest of a request's own work on this path)."""
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, reply)
+        try:
+            answer = await reply
+        except TimeoutError:
+            raise RequestTimeout(envelope.subject, timeout) from None
+        finally:
+            timer.cancel()
+            if not reply.done():
+                peer.forget_reply(reply)
+        return Message(envelope.subject, answer.data, answer.headers, id=envelope.id)
+
+    async def _request(self, envelope: Envelope, timeout: float) -> Message:
         waiting: list[tuple[Peer, asyncio.Future[Reply]]] = []
         try:
             async with asyncio.timeout(timeout):
-                if not any(peer.ready.is_set() for peer in self.peers):
+                if not self._connected():
                     await self._wait_connected(None)
                 copies = self._copies(envelope)
                 if not copies:

@@ -152,7 +152,7 @@ class Pub(Envelope):
         return f"Pub(seq={self.seq}, subject={self.subject!r}, targets={self.targets})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for every PUB frame, and frozen init is slower
 class Pubs:
     """A PUB frame: messages with consecutive sequence numbers, in publish order."""
 
@@ -196,7 +196,7 @@ class Pong:
     nonce: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for every reply
 class Reply:
     """The answer to request PUB ``seq``."""
 
@@ -606,7 +606,7 @@ class FrameDecoder:
             stop = at + 4 + length
             if stop > end:
                 return frames, at, 4 + length
-            with memoryview(buffer) as view, view[at + _HEAD.size : stop] as body:
-                frames.append(_parse(kind, body))
+            with memoryview(buffer) as view:
+                frames.append(_parse(kind, view[at + _HEAD.size : stop]))
             at = stop
         return frames, at, 0

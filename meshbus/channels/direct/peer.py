@@ -277,11 +277,14 @@ class Peer:
             at += count
             await conn.drain()
 
-    async def request(self, envelope: Envelope, targets: tuple[int, ...]) -> asyncio.Future[Reply]:
-        """Send one request PUB; return the future of its reply."""
+    def send_request(
+        self, envelope: Envelope, targets: tuple[int, ...]
+    ) -> asyncio.Future[Reply] | None:
+        """Send one request PUB if credit and the connection allow it now; return the future
+        of its reply (None when it was not sent)."""
         conn = self.conn
         if self._credit <= 0 or conn is None or not self.ready.is_set():
-            conn = await self._take_credit()
+            return None
         self._seq += 1
         seq = self._seq
         frame, _ = encode_pubs(seq, [(envelope, targets, True)], 0, conn.peer.max_frame)
@@ -290,9 +293,16 @@ class Peer:
         reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._replies[seq] = reply
         conn.write(frame)
-        if conn.wire.paused:
-            await conn.drain()
         return reply
+
+    async def request(self, envelope: Envelope, targets: tuple[int, ...]) -> asyncio.Future[Reply]:
+        """Send one request PUB once credit allows; return the future of its reply."""
+        while True:
+            conn = await self._take_credit()
+            reply = self.send_request(envelope, targets)
+            if reply is not None:
+                await conn.drain()
+                return reply
 
     async def wait_idle(self) -> None:
         """Return once no PUB is waiting for its ACCEPT or REFUSE (or the connection is gone)."""
