@@ -229,7 +229,13 @@ class _Subscriber:
         return entry
 
     async def ack(self, message: Message) -> None:
-        self._settled(message)
+        # _settled, written out: ack is the settle of nearly every message.
+        in_flight = self.in_flight
+        in_flight.pop(id(message.token), None)
+        if len(in_flight) + 1 == self.prefetch and not self.closing:
+            self._wake_self()
+        if self.drained is not None and not in_flight:
+            self.drained.set()
 
     async def nack(self, message: Message, delay: float | None) -> None:
         self._settled(message)

@@ -34,7 +34,7 @@ from meshbus.channels.direct.frames import (
     Uninterest,
     encode_reply,
 )
-from meshbus.channels.memory import _Broadcast, _Entry, _Group, _Hub, _Member
+from meshbus.channels.memory import _Broadcast, _Entry, _Group, _Hub, _Member, _wake_first
 from meshbus.errors import (
     AuthenticationFailed,
     ConnectFailed,
@@ -200,7 +200,22 @@ class DirectListener:
         """Queue a PUB frame's messages locally, in order, and ACCEPT them in one frame. One
         that waits for room in a broadcast subscriber's buffer sends it and all that follow to
         the backlog, which ``_work_off`` empties."""
+        # The usual case in place: a published message for exactly one local group. Runs of
+        # messages share one targets tuple (the decoder reuses it), so it is resolved per run.
+        last: tuple[int, ...] | None = None
+        group: _Group | None = None
+        on_take = served.on_take
+        open_ = not (self._closing or self._draining)
         for at, pub in enumerate(pubs):
+            if pub.targets is not last:
+                last = pub.targets
+                groups, patterns = self._targets.get(last) or self._resolve(last)
+                group = groups[0] if open_ and len(groups) == 1 and not patterns else None
+            if group is not None and not pub.request:
+                group.queue.append(_Entry(pub, 0, on_take))
+                if group.waiters:
+                    _wake_first(group.waiters)
+                continue
             waiting = self._queue_locally(served, pub)
             if waiting is not None:
                 served.backlog.append((pub, *waiting))
