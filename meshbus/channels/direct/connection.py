@@ -102,13 +102,12 @@ class Wire(asyncio.BufferedProtocol):
             bigger = bytearray(self._wanted)
             bigger[:pending] = self._buffer[self._start : self._end]
             self._buffer, self._start, self._end = bigger, 0, pending
+        elif len(self._buffer) > _READ_SIZE and max(pending, self._wanted) <= _READ_SIZE // 2:
+            smaller = bytearray(_READ_SIZE)  # the big frame is gone: give the memory back
+            smaller[:pending] = self._buffer[self._start : self._end]
+            self._buffer, self._start, self._end = smaller, 0, pending
         elif len(self._buffer) - self._end < max(_MIN_ROOM, self._wanted - pending):
-            if len(self._buffer) > _READ_SIZE and pending < _READ_SIZE // 2:
-                smaller = bytearray(_READ_SIZE)  # the big frame is gone: give the memory back
-                smaller[:pending] = self._buffer[self._start : self._end]
-                self._buffer = smaller
-            else:
-                self._buffer[:pending] = self._buffer[self._start : self._end]
+            self._buffer[:pending] = self._buffer[self._start : self._end]
             self._start, self._end = 0, pending
         return memoryview(self._buffer)[self._end :]
 
