@@ -25,6 +25,7 @@ from meshbus.channels.direct.frames import (
     Uninterest,
     encode,
     encode_pubs,
+    encode_request,
 )
 from meshbus.errors import ProtocolError
 
@@ -173,3 +174,8 @@ def test_pub_frames_keep_within_the_limit() -> None:
     # One message larger than the limit still goes alone (the payload limit bounds it).
     frame, count = encode_pubs(1, items, limit=10)
     assert count == 1
+
+
+@given(pub, st.lists(u32, max_size=3).map(tuple))
+def test_a_request_frame_is_a_pub_frame_of_one(message: Pub, targets: tuple[int, ...]) -> None:
+    assert encode_request(9, message, targets) == encode_pubs(9, [(message, targets, True)])[0]

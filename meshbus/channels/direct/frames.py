@@ -38,6 +38,7 @@ __all__ = [
     "encode",
     "encode_pubs",
     "encode_reply",
+    "encode_request",
 ]
 
 MAGIC = b"MBUS"
@@ -317,6 +318,22 @@ def encode_pubs(
         at += 1
     parts[0] = _HEAD.pack(size, FrameType.PUB) + _PUB_HEAD.pack(first_seq, at - start)
     return b"".join(parts), at - start
+
+
+def encode_request(seq: int, envelope: Envelope, targets: tuple[int, ...]) -> bytes:
+    """A PUB frame of one request: ``encode_pubs`` without its set-up, for the usual request
+    (no key, no headers)."""
+    if envelope.key is not None or envelope.headers:
+        return encode_pubs(seq, [(envelope, targets, True)], limit=1 << 62)[0]
+    subject, message_id, data = envelope.subject.encode(), envelope.id.encode(), envelope.data
+    if len(subject) > 0xFF or len(message_id) > 0xFF or len(targets) > 0xFFFF:
+        return encode_pubs(seq, [(envelope, targets, True)], limit=1 << 62)[0]  # raises
+    raw_targets = struct.pack(f">{len(targets)}I", *targets)
+    size = 1 + _PUB_HEAD.size + _MSG_HEAD.size + len(raw_targets) + len(subject)
+    size += len(message_id) + len(data)
+    head = _HEAD.pack(size, FrameType.PUB) + _PUB_HEAD.pack(seq, 1)
+    message = _MSG_HEAD.pack(_REQUEST, len(subject), len(message_id), len(targets), 0, 0, len(data))
+    return b"".join((head, message, raw_targets, subject, message_id, data))
 
 
 def encode_reply(seq: int, data: bytes, headers: dict[str, str]) -> bytes:

@@ -71,6 +71,7 @@ class _Served:
         self.replies: set[str] = set()
         self.task: asyncio.Task[None] | None = None
         self.on_take: Callable[[], None] = self.taken
+        self.token_prefix = f"{id(self):x}."  # reply-to tokens of this connection's requests
 
     def taken(self) -> None:
         if not self.progress.is_set():
@@ -287,7 +288,7 @@ class DirectListener:
             served.taken()
             return None
         if pub.request:
-            token = f"{id(served):x}.{pub.seq}"
+            token = served.token_prefix + str(pub.seq)
             pub.headers[REPLY_TO] = token
             pub.headers.setdefault(CORRELATION_ID, pub.id)
             self._expect_reply(served, token, pub.seq)

@@ -22,6 +22,7 @@ from meshbus.channels.direct.frames import (
     Reply,
     Uninterest,
     encode_pubs,
+    encode_request,
 )
 from meshbus.errors import AuthenticationFailed, ConnectionLost, ProtocolError
 from meshbus.subjects import SubjectIndex
@@ -287,7 +288,7 @@ class Peer:
             return None
         self._seq += 1
         seq = self._seq
-        frame, _ = encode_pubs(seq, [(envelope, targets, True)], 0, conn.peer.max_frame)
+        frame = encode_request(seq, envelope, targets)  # max_payload keeps it within max_frame
         self._credit -= 1
         # No Batch: a request is answered by its REPLY (or REFUSE), not ACCEPT.
         reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
