@@ -494,10 +494,10 @@ def _pubs(view: memoryview) -> Pubs:
         for seq in range(first, first + count):
             flags, n_subject, n_id, n_targets, n_key, n_headers, n_data = unpack(body, at)
             at += _MSG_HEAD.size
-            stop = at + 4 * n_targets + n_subject + n_id + n_key + n_headers + n_data
+            block = 4 * n_targets + n_subject
+            stop = at + block + n_id + n_key + n_headers + n_data
             if stop > end:
                 raise ProtocolError("PUB frame is truncated")
-            block = 4 * n_targets + n_subject
             if block != len(last) or not body.startswith(last, at):
                 last = body[at : at + block]
                 targets = struct.unpack_from(f">{n_targets}I", last) if n_targets else ()
@@ -505,16 +505,17 @@ def _pubs(view: memoryview) -> Pubs:
             at += block
             message_id = body[at : at + n_id].decode()
             at += n_id
-            key = body[at : at + n_key].decode() if flags & _HAS_KEY else None
+            key = None
+            if flags & _HAS_KEY:
+                key = body[at : at + n_key].decode()
             at += n_key
+            headers: dict[str, str] = {}
             if n_headers:
                 with memoryview(body) as whole:
                     reader = _Reader(whole[at : at + n_headers], "PUB")
                     headers = reader.headers()
                     reader.end()
                 at += n_headers
-            else:
-                headers = {}
             messages.append(
                 Pub(
                     seq,
@@ -524,7 +525,7 @@ def _pubs(view: memoryview) -> Pubs:
                     headers,
                     key,
                     message_id,
-                    bool(flags & _REQUEST),
+                    flags & _REQUEST == _REQUEST,
                 )
             )
             at = stop
