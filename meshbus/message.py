@@ -13,6 +13,7 @@ from meshbus.transport import Envelope, Settler
 __all__ = ["Message"]
 
 T = TypeVar("T")
+_new = object.__new__
 
 
 class _Unsettleable:
@@ -92,6 +93,35 @@ class Message:
         """The channel's own handle on this delivery (delivery tag, offset, claim file...)."""
         self._settler = settler
         self._settled = False
+
+    @classmethod
+    def _received(
+        cls,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str],
+        key: str | None,
+        id: str,
+        attempt: int,
+        reply_to: str | None,
+        settler: Settler,
+        token: Any,
+    ) -> Message:
+        """What ``__init__`` does, for channels' receive paths, which make one per message:
+        positional and without ``__init__``'s keyword handling (about 2.5x cheaper). Keep the
+        two in step."""
+        message = _new(cls)
+        message.subject = subject
+        message.data = data
+        message.headers = headers
+        message.key = key
+        message.id = id
+        message.attempt = attempt
+        message.reply_to = reply_to
+        message.token = token
+        message._settler = settler
+        message._settled = False
+        return message
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -84,16 +84,16 @@ class ReplyWaiter(Protocol):
 
 def _deliver(envelope: Envelope, attempt: int, settler: Any, token: Any) -> Message:
     headers = envelope.headers
-    return Message(
+    return Message._received(
         envelope.subject,
         envelope.data,
         dict(headers),
-        key=envelope.key,
-        id=envelope.id,
-        attempt=attempt,
-        reply_to=headers.get(REPLY_TO),
-        settler=settler,
-        token=token,
+        envelope.key,
+        envelope.id,
+        attempt,
+        headers.get(REPLY_TO),
+        settler,
+        token,
     )
 
 

@@ -32,7 +32,7 @@ from meshbus.errors import (
     PublishTimeout,
     RequestTimeout,
 )
-from meshbus.message import Message
+from meshbus.message import NO_SETTLER, Message
 from meshbus.transport import Capabilities, Envelope, TransportSubscription
 
 __all__ = ["TcpTransport"]
@@ -377,7 +377,17 @@ class TcpTransport:
             timer.cancel()
             if not reply.done():
                 peer.forget_reply(reply)
-        return Message(envelope.subject, answer.data, answer.headers, id=envelope.id)
+        return Message._received(
+            envelope.subject,
+            answer.data,
+            answer.headers,
+            None,
+            envelope.id,
+            1,
+            None,
+            NO_SETTLER,
+            None,
+        )
 
     async def _request(self, envelope: Envelope, timeout: float) -> Message:
         waiting: list[tuple[Peer, asyncio.Future[Reply]]] = []
