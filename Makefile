@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.meshbus-installed
 ADAPTERS := $(wildcard adapters/*/pyproject.toml)
 
-.PHONY: install system-deps test lint typecheck unit demo bench clean
+.PHONY: install system-deps test lint typecheck unit e2e images wheels demo bench clean
 
 $(STAMP): pyproject.toml $(ADAPTERS)
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 11) else f"meshbus needs Python 3.11 or newer; {sys.executable} is {v[0]}.{v[1]}")'
@@ -33,6 +33,18 @@ typecheck: install
 ## test: install everything, then lint, type-check and run every test tier
 test: install system-deps lint typecheck
 	$(PY) -m pytest --benchmark-disable
+
+## images: the local images the compose stacks and tests/e2e use where no registry is reachable
+images: install system-deps
+	bash scripts/build-images.sh
+
+## wheels: meshbus, its adapters and their dependencies in build/wheels (compose/Dockerfile uses them)
+wheels: install
+	bash scripts/build-images.sh wheels
+
+## e2e: the end-to-end tier alone (real containers; starts the Docker engine if it must)
+e2e: install system-deps
+	$(PY) -m pytest tests/e2e --benchmark-disable
 
 ## unit: the fast tiers only (no brokers)
 unit: install

@@ -33,6 +33,21 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument(
         "--resolv-conf", default="/etc/resolv.conf", help="the resolver configuration to read"
     )
+    doctor.add_argument(
+        "--docker",
+        metavar="DOCKER_HOST",
+        help="the Docker engine to ask (default: $DOCKER_HOST or unix:///var/run/docker.sock)",
+    )
+    doctor.add_argument(
+        "--no-docker", action="store_true", help="do not ask the Docker engine, even if mounted"
+    )
+    doctor.add_argument(
+        "--probe-bytes",
+        type=int,
+        default=None,
+        help="size of the frame sent to each direct peer to test the path MTU (0: no probe; "
+        "default 16384)",
+    )
     commands.add_parser("channels", help="list the URL schemes this installation serves")
     commands.add_parser("version", help="print the meshbus version")
     args = parser.parse_args(argv)
@@ -40,9 +55,18 @@ def main(argv: list[str] | None = None) -> int:
         return _channels()
     if args.command == "doctor":
         from meshbus.doctor import diagnose, render
+        from meshbus.doctor._mtu import PROBE_BYTES
 
+        docker: str | bool = False if args.no_docker else (args.docker or True)
+        probe_bytes = PROBE_BYTES if args.probe_bytes is None else args.probe_bytes
         findings = asyncio.run(
-            diagnose(args.urls, timeout=args.timeout, resolv_conf=args.resolv_conf)
+            diagnose(
+                args.urls,
+                timeout=args.timeout,
+                resolv_conf=args.resolv_conf,
+                docker=docker,
+                probe_bytes=probe_bytes,
+            )
         )
         print(render(findings, as_json=args.json))
         return 1 if any(f.level == "fail" for f in findings) else 0

@@ -269,14 +269,21 @@ class Bus(AsyncResource):
     ) -> str:
         """Publish ``payload`` to ``subject``; return its message id once the channel has taken
         responsibility for it (contract point 5)."""
-        self._check_open()
-        transport = self._transport_for(subject)
+        if self._state != _OPEN:
+            self._check_open()
+        # The per-message path: the route cache and _begin/_end inlined.
+        transport = self._route_cache.get(subject)
+        if transport is None:
+            transport = self._transport_for(subject)
         envelope = self._envelope(transport, subject, payload, key, headers)
-        self._begin()
+        self._pending += 1
+        self._idle.clear()
         try:
             await transport.publish(envelope, self.publish_timeout if timeout is None else timeout)
         finally:
-            self._end()
+            self._pending -= 1
+            if not self._pending:
+                self._idle.set()
         return envelope.id
 
     async def publish_many(

@@ -27,7 +27,7 @@ _JSON_TYPES = (dict, list, tuple, str, int, float, bool, type(None))
 
 def encode(payload: object) -> tuple[bytes, str | None]:
     """Encode ``payload`` to bytes; return them with their content type (``None`` for bytes)."""
-    if type(payload) is bytes:
+    if type(payload) is bytes:  # the common case first, without a call
         return payload, None
     kind = type(payload)
     if kind in _JSON_TYPES:

@@ -33,8 +33,9 @@
     ├── AuthenticationFailed (PermissionError) bad credentials or token
     └── DiscoveryError                        resolving a service name (``meshbus.discovery``)
         ├── NameNotFound (LookupError)       a definite answer: the name has no addresses
-        └── LookupFailed                     no usable answer: SERVFAIL, refused, malformed
-            └── LookupTimeout (MeshbusTimeout) the nameserver did not answer in time
+        ├── LookupFailed                     no usable answer: SERVFAIL, refused, malformed
+        │   └── LookupTimeout (MeshbusTimeout) the nameserver did not answer in time
+        └── DockerEngineError                the Docker Engine API is unreachable or said no
 
 Adapters map their client library's exceptions onto this tree in one place each, most specific
 class first, and keep the original exception as ``__cause__``.
@@ -54,6 +55,7 @@ __all__ = [
     "CorruptMessage",
     "DecodeError",
     "DiscoveryError",
+    "DockerEngineError",
     "EncodeError",
     "InvalidHeader",
     "InvalidRoutes",
@@ -275,3 +277,16 @@ class LookupFailed(DiscoveryError):
 
 class LookupTimeout(LookupFailed, MeshbusTimeout):
     """The nameserver did not answer (with a matching reply) within the timeout."""
+
+
+class DockerEngineError(DiscoveryError):
+    """The Docker Engine API could not be reached, or answered with an error.
+
+    ``status`` is the HTTP status where the engine answered (404: no such container or
+    network), ``None`` when it could not be reached at all.
+    """
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        self.reason = reason
+        self.status = status
+        super().__init__(reason)

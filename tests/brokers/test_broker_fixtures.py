@@ -229,23 +229,30 @@ async def test_rabbitmq_declare_publish_get(rabbitmq_server: RabbitMQServer) -> 
 async def test_rabbitmq_kill_restart_pause_resume(
     rabbitmq_server_factory: BrokerFactory[RabbitMQServer],
 ) -> None:
+    """A classic and a quorum queue keep their confirmed messages through a SIGKILL (the quorum
+    queue's registration flushed first, see ``flush_metadata``)."""
     server = rabbitmq_server_factory()
     name = unique("durable")
+    quorum = {"x-queue-type": "quorum"}
     async with await aio_pika.connect(server.url) as connection:
         channel = await connection.channel()  # publisher confirms: acked means on disk
         await channel.declare_queue(name, durable=True)
+        await channel.declare_queue(f"{name}.q", durable=True, arguments=quorum)
+        server.flush_metadata()
         persistent = aio_pika.Message(b"kept", delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         await channel.default_exchange.publish(persistent, routing_key=name)
+        await channel.default_exchange.publish(persistent, routing_key=f"{name}.q")
 
     server.kill()
     assert not server.running
     server.restart()
     async with await aio_pika.connect(server.url) as connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(name, durable=True)
-        message = await queue.get(timeout=5)
-        await message.ack()
-        assert message.body == b"kept"
+        for queue_name, arguments in ((name, None), (f"{name}.q", quorum)):
+            queue = await channel.declare_queue(queue_name, durable=True, arguments=arguments)
+            message = await queue.get(timeout=5)
+            await message.ack()
+            assert message.body == b"kept"
 
     server.pause()
     with pytest.raises((TimeoutError, aio_pika.exceptions.AMQPConnectionError)):

@@ -6,6 +6,7 @@ pytest only accepts ``pytest_plugins`` in the rootdir conftest, so the fixtures 
 
 from meshbus.testing.pytest_plugin import (
     kafka_broker,
+    kafka_broker_factory,
     nats_server,
     nats_server_factory,
     rabbitmq_server,
@@ -14,6 +15,7 @@ from meshbus.testing.pytest_plugin import (
 
 __all__ = [
     "kafka_broker",
+    "kafka_broker_factory",
     "nats_server",
     "nats_server_factory",
     "rabbitmq_server",

@@ -95,6 +95,32 @@ async def test_a_peer_that_says_nothing_is_cut_off(caplog: pytest.LogCaptureFixt
         await still_serves(port)
 
 
+async def test_a_port_probe_is_not_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A healthcheck or ``meshbus doctor`` connects and closes without a byte: that is logged
+    at debug level, not as a refused peer, so a healthcheck every few seconds is no noise."""
+    logged = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "closed without a word" in record.getMessage():
+                logged.set()
+
+    watch = Watch()
+    logging.getLogger("meshbus.direct").addHandler(watch)
+    try:
+        async with serving() as (_, port):
+            with caplog.at_level(logging.DEBUG, logger="meshbus.direct"):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                await writer.wait_closed()
+                async with asyncio.timeout(5):
+                    await logged.wait()
+            assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+            await still_serves(port)
+    finally:
+        logging.getLogger("meshbus.direct").removeHandler(watch)
+
+
 async def test_a_malformed_frame_after_the_hello_is_cut_off(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -119,3 +119,34 @@ async def test_a_crashed_member_does_not_skip_a_message_acked_around(
             assert got[0].id == first.id
             for message in got:
                 await message.ack()
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_publish_many_over_many_batches_keeps_each_keys_order(
+    kafka_broker: TansuBroker,
+) -> None:
+    """publish_many sends one closed batch per partition, more when a batch is full
+    (max_batch_size 64 KiB here): every message arrives, each key's in publish order."""
+    tag = uuid.uuid4().hex[:8]
+    subject, group = f"m{tag}.work", f"g{tag}"
+    url = kafka_broker.url + "?max_batch_size=65536"
+    keys = ["a", "b", "c", "d", "e"]
+    batch = [
+        meshbus.Outgoing(subject, {"k": keys[n % 5], "n": n, "pad": "x" * 4000}, key=keys[n % 5])
+        for n in range(300)
+    ]
+    async with (
+        meshbus.connect(url, options=OPTIONS) as pub,
+        meshbus.connect(url, options=OPTIONS) as con,
+        con.subscribe(subject, group=group) as sub,
+    ):
+        assert len(await pub.publish_many(batch)) == 300
+        seen: dict[str, list[int]] = {key: [] for key in keys}
+        async with asyncio.timeout(30):
+            for _ in range(300):
+                msg = await sub.__anext__()
+                body = msg.json()
+                seen[body["k"]].append(body["n"])
+                await msg.ack()
+        assert seen == {key: list(range(i, 300, 5)) for i, key in enumerate(keys)}

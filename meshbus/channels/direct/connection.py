@@ -28,7 +28,7 @@ from meshbus.channels.direct.frames import (
 )
 from meshbus.errors import AuthenticationFailed, ConnectionLost, ProtocolError
 
-__all__ = ["Connection", "ConnectionSettings", "Wire"]
+__all__ = ["Connection", "ConnectionSettings", "SilentPeer", "Wire"]
 
 log = logging.getLogger("meshbus.direct")
 
@@ -36,6 +36,12 @@ AUTH_REFUSED = "authentication failed"
 _HIGH_WATER = 256 * 1024
 _READ_SIZE = 256 * 1024
 _MIN_ROOM = 64 * 1024
+_CLOSED = "peer closed the connection"
+
+
+class SilentPeer(ProtocolError):
+    """The peer closed the connection without sending a byte: a port probe (a healthcheck,
+    ``meshbus doctor``), not a meshbus peer that got something wrong."""
 
 
 class ConnectionSettings:
@@ -77,6 +83,7 @@ class Wire(asyncio.BufferedProtocol):
         self.lost: str | None = None  # why the connection ended (None while it is up)
         self.error: ProtocolError | None = None
         self.last_heard = 0.0
+        self.received = 0  # bytes so far (a peer that closes having sent none is a probe)
         self.paused = False
         self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._buffer = bytearray(_READ_SIZE)
@@ -113,6 +120,7 @@ class Wire(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
+        self.received += nbytes
         self.last_heard = asyncio.get_running_loop().time()
         try:
             frames, self._start, self._wanted = self.decoder.cut(
@@ -135,7 +143,7 @@ class Wire(asyncio.BufferedProtocol):
         return None  # close
 
     def connection_lost(self, exc: Exception | None) -> None:
-        reason = "peer closed the connection" if exc is None else f"connection error: {exc}"
+        reason = _CLOSED if exc is None else f"connection error: {exc}"
         if self.lost is None:
             self.lost = reason
         if not self.gone.done():
@@ -181,6 +189,8 @@ class Wire(asyncio.BufferedProtocol):
             if self.error is not None:
                 raise ProtocolError(str(self.error))
             if self.lost is not None:
+                if not self.received and self.lost == _CLOSED:
+                    raise SilentPeer("peer closed the connection without a word")
                 raise ProtocolError(f"peer closed the connection before its hello ({self.lost})")
             await self.changed()
         frames, self.frames = self.frames, []

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from meshbus.channels.direct.config import DirectConfig
-from meshbus.channels.direct.connection import Connection, Wire
+from meshbus.channels.direct.connection import Connection, SilentPeer, Wire
 from meshbus.channels.direct.frames import (
     Accept,
     Bye,
@@ -170,6 +170,9 @@ class DirectListener:
             conn = await Connection.establish(
                 wire, self.config.settings, self._hello(), accepting=True
             )
+        except SilentPeer:
+            log.debug("direct peer %s closed without a word (a port probe)", peer)
+            return
         except (ProtocolError, AuthenticationFailed, ConnectionError, OSError) as exc:
             log.warning("refused direct peer %s: %s", peer, exc)
             return

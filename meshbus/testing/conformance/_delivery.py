@@ -79,6 +79,45 @@ class DeliveryTests:
         assert sorted(seen) == list(range(40))
 
     @contract(3)
+    async def test_groups_on_wildcard_patterns_share_what_matches(self, s: Session) -> None:
+        """A group may subscribe with ``*`` and ``>`` like anyone: each matching message goes
+        to one member of each such group, and nothing else does."""
+        pub, b1, b2 = await s.bus(), await s.bus(), await s.bus()
+        star, tail = s.group("star"), s.group("tail")
+        seen: dict[str, list[int]] = {star: [], tail: []}
+        enough = {star: asyncio.Event(), tail: asyncio.Event()}
+        wanted = {star: 10, tail: 11}
+
+        async def drain(sub: Subscription, group: str) -> None:
+            async for msg in sub:
+                seen[group].append(msg.json())
+                await msg.ack()
+                if len(seen[group]) >= wanted[group]:
+                    enough[group].set()
+
+        async with (
+            b1.subscribe(s.subject("jobs.*"), group=star) as s1,
+            b2.subscribe(s.subject("jobs.*"), group=star) as s2,
+            b1.subscribe(s.subject("jobs.>"), group=tail) as t1,
+            b2.subscribe(s.subject("jobs.>"), group=tail) as t2,
+        ):
+            tasks = [
+                asyncio.create_task(drain(sub, group))
+                for sub, group in ((s1, star), (s2, star), (t1, tail), (t2, tail))
+            ]
+            await pub.publish(s.subject("other"), -1)
+            await pub.publish_many([(s.subject(f"jobs.j{i}"), i) for i in range(10)])
+            await pub.publish(s.subject("jobs.deep.one"), 10)
+            async with asyncio.timeout(20):
+                await enough[star].wait()
+                await enough[tail].wait()
+            await asyncio.sleep(0.3)  # a duplicate or a stray would arrive now
+            for task in tasks:
+                task.cancel()
+        assert sorted(seen[star]) == list(range(10))
+        assert sorted(seen[tail]) == list(range(11))
+
+    @contract(3)
     async def test_every_group_and_broadcast_subscriber_gets_every_message(
         self, s: Session
     ) -> None:

@@ -19,7 +19,7 @@ from aiokafka import TopicPartition
 
 from meshbus.message import Message
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
-from meshbus_kafka._inbox import Inbox, decode, make_message
+from meshbus_kafka._inbox import Inbox, LostLogs, make_message
 from meshbus_kafka._names import pattern_regex, topic_of
 
 if TYPE_CHECKING:
@@ -101,6 +101,7 @@ class Broadcast(Inbox):
         interval = self.transport.options.discover_interval
         next_look = loop.time() + interval
         consumer = self.consumer
+        lost = LostLogs(consumer)
         while not self.closing:
             try:
                 if self.wildcard and loop.time() >= next_look:
@@ -111,6 +112,8 @@ class Broadcast(Inbox):
                     await self.space.wait()
                     continue
                 batches = await consumer.getmany(timeout_ms=int(interval * 1000))
+                if not batches:
+                    await lost.check()
             except asyncio.CancelledError:
                 raise
             except KAFKA_ERRORS:
@@ -120,7 +123,7 @@ class Broadcast(Inbox):
                 continue
             for records in batches.values():
                 for record in records:
-                    decoded = decode(record, self.pattern, self.wildcard)
+                    decoded = self.decode(record)
                     if decoded is not None:
                         self.push(make_message(decoded[0], decoded[1], record, self, None))
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from meshbus.channels.inbox import Inbox as BaseInbox
@@ -15,24 +16,45 @@ from meshbus_kafka._names import SUBJECT_HEADER, is_hashed, subject_of
 if TYPE_CHECKING:
     from meshbus_kafka._transport import KafkaTransport
 
-__all__ = ["Inbox", "decode"]
+__all__ = ["LOST_LOG_PATIENCE", "Inbox", "LostLogs", "make_message"]
+
+LOST_LOG_PATIENCE = 2.0
+"""Seconds a partition's log must end before a reader's position to count as lost."""
 
 
-def decode(record: Any, pattern: str, wildcard: bool) -> tuple[str, dict[str, str]] | None:
-    """The subject and headers of ``record``, or ``None`` when the pattern does not match
-    (records of hashed topics or retry topics whose subject is another)."""
-    headers = {name: value.decode() for name, value in record.headers}
-    subject = headers.get(SUBJECT_HEADER)
-    topic: str = record.topic
-    if subject is None:
-        if is_hashed(topic):
-            return None
-        subject = subject_of(topic)
-    else:
-        del headers[SUBJECT_HEADER]
-        if wildcard and not matches(pattern, subject):
-            return None
-    return subject, headers
+class LostLogs:
+    """Finds partitions whose log ends before a consumer's position, and reads them again from
+    their start. That happens when a broker that lost its data (memory storage) came back: the
+    new log holds only messages published since, which a reader waiting at its old position
+    would otherwise never see. Kafka itself answers such a fetch with OFFSET_OUT_OF_RANGE
+    (and the consumer resets to the start); Tansu answers with nothing.
+
+    A partition counts as lost only after ``patience`` seconds in that state: a new leader's
+    high watermark may lag its predecessor's for a moment, and rereading a whole log for that
+    would be far worse than waiting."""
+
+    def __init__(self, consumer: Any, patience: float = LOST_LOG_PATIENCE) -> None:
+        self.consumer = consumer
+        self.patience = patience
+        self.since: dict[Any, float] = {}
+
+    async def check(self) -> list[Any]:
+        """Rewind (and return) the partitions found lost; call it when a fetch got nothing."""
+        consumer = self.consumer
+        now = time.monotonic()
+        lost = []
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None and high < await consumer.position(tp):
+                if now - self.since.setdefault(tp, now) >= self.patience:
+                    lost.append(tp)
+            else:
+                self.since.pop(tp, None)
+        if lost:
+            for tp in lost:
+                del self.since[tp]
+            await consumer.seek_to_beginning(*lost)
+        return lost
 
 
 def make_message(
@@ -63,6 +85,28 @@ class Inbox(BaseInbox):
         self.pattern = pattern
         self.wildcard = "*" in pattern or ">" in pattern
         self.max_payload = transport.capabilities.max_payload
+        self.subjects: dict[str, str | None] = {}
+        """Subject of each topic seen (``None``: hashed, its records name their subject)."""
+
+    def decode(self, record: Any) -> tuple[str, dict[str, str]] | None:
+        """The subject and headers of ``record``, or ``None`` when the pattern does not match
+        (records of hashed topics or retry topics whose subject is another)."""
+        headers = {name: value.decode() for name, value in record.headers}
+        subject = headers.pop(SUBJECT_HEADER, None)
+        if subject is None:
+            topic: str = record.topic
+            try:
+                subject = self.subjects[topic]
+            except KeyError:
+                if len(self.subjects) > 4096:
+                    self.subjects.clear()
+                subject = None if is_hashed(topic) else subject_of(topic)
+                self.subjects[topic] = subject
+            if subject is None:
+                return None
+        elif self.wildcard and not matches(self.pattern, subject):
+            return None
+        return subject, headers
 
     async def respond(self, message: Message, reply: Envelope) -> None:
         """Send ``reply`` to the requester's reply topic, with its correlation id."""

@@ -27,7 +27,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from meshbus.errors import Closed, ConnectFailed
 from meshbus.message import Message
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
-from meshbus_kafka._inbox import Inbox, decode, make_message
+from meshbus_kafka._inbox import Inbox, LostLogs, make_message
 from meshbus_kafka._names import group_id, pattern_regex, retry_topic, topic_of
 from meshbus_kafka._tracker import Partition, Token
 
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from meshbus_kafka._transport import KafkaTransport
 
 __all__ = ["DUE_HEADER", "Member"]
+
+PAUSED_POLL = 0.2
+"""Seconds between polls while a member's prefetch is full (its partitions paused)."""
 
 DUE_HEADER = "mb-due"
 """Header of retry records: when (ms since the epoch) to deliver the message again."""
@@ -150,18 +153,25 @@ class Member(Inbox):
 
     async def _fetch(self) -> None:
         consumer = self.consumer
+        lost = LostLogs(consumer)
         loop = asyncio.get_running_loop()
         paused = False
         while not self.closing:
             room = self._room()
             try:
-                if room <= 0 and not paused:
-                    consumer.pause(*consumer.assignment())
-                    paused = True
-                elif room > 0 and paused:
+                if room <= 0:
+                    if not paused:
+                        consumer.pause(*consumer.assignment())
+                        paused = True
+                    room = await self._wait_for_room()
+                if room > 0 and paused:
                     consumer.resume(*consumer.assignment())
                     paused = False
-                batches = await consumer.getmany(timeout_ms=200, max_records=max(room, 1))
+                wait = 200 if room > 0 else 0  # paused: poll only to stay in the group
+                batches = await consumer.getmany(timeout_ms=wait, max_records=max(room, 1))
+                if not batches and not paused:
+                    for tp in await lost.check():
+                        self._lost(tp)
             except asyncio.CancelledError:
                 raise
             except KAFKA_ERRORS:
@@ -176,7 +186,7 @@ class Member(Inbox):
                     continue
                 for record in records:
                     part.fetched(record.offset)
-                    decoded = self._decode(record)
+                    decoded = self.decode(record)
                     if decoded is None:
                         part.settle(record.offset)
                         continue
@@ -190,8 +200,21 @@ class Member(Inbox):
                     else:
                         self.push(message)
 
-    def _decode(self, record: Any) -> tuple[str, dict[str, str]] | None:
-        return decode(record, self.pattern, self.wildcard)
+    async def _wait_for_room(self) -> int:
+        """Wait (up to ``PAUSED_POLL`` seconds) until settling has freed half the prefetch."""
+        self.space.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PAUSED_POLL):
+                await self.space.wait()
+        return self._room()
+
+    def _lost(self, tp: Any) -> None:
+        """The broker lost ``tp``'s log (see ``LostLogs``): track it afresh; messages
+        still handed out from the old log settle nothing."""
+        old = self.parts.get(tp)
+        if old is not None:
+            old.live = False
+            self.parts[tp] = Partition(tp)
 
     def _due(self, message: Message) -> None:
         self.delayed.discard(message)
@@ -235,7 +258,7 @@ class Member(Inbox):
         self.changed.set()
         if token is None or token.given_back:
             return None
-        if not self.space.is_set():
+        if not self.space.is_set() and self._room() * 2 >= self.prefetch:
             self.space.set()
         return token
 

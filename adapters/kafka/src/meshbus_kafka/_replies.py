@@ -13,6 +13,7 @@ from aiokafka import TopicPartition
 from meshbus.headers import CORRELATION_ID, MESSAGE_ID
 from meshbus.message import Message
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
+from meshbus_kafka._inbox import LostLogs
 
 if TYPE_CHECKING:
     from meshbus_kafka._transport import KafkaTransport
@@ -61,9 +62,12 @@ class Replies:
         self.waiting.pop(correlation, None)
 
     async def _read(self) -> None:
+        lost = LostLogs(self.consumer)
         while True:
             try:
                 batches = await self.consumer.getmany(timeout_ms=1000)
+                if not batches:
+                    await lost.check()
             except asyncio.CancelledError:
                 raise
             except KAFKA_ERRORS:

@@ -1,7 +1,8 @@
 """``kafka://`` — the Kafka channel on aiokafka (see ``_names`` for topics, ``_member`` for
 groups, ``_broadcast`` for broadcast subscribers).
 
-One idempotent producer (``acks=all``) per transport publishes; topics are created with
+One idempotent producer (``acks=all``; fenced and replaced after a failed publish, see
+``_producer``) per transport publishes; topics are created with
 ``partitions`` partitions the first time this transport publishes or subscribes to them (an
 existing topic is used as it is). The record key is the meshbus key, so Kafka's partitioner
 keeps messages of one key in one partition, in order.
@@ -17,11 +18,16 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.partitioner import DefaultPartitioner
 
-from meshbus.errors import Closed, ConnectFailed, PayloadTooLarge, PublishRejected, RequestTimeout
+from meshbus.errors import (
+    Closed,
+    PayloadTooLarge,
+    PublishRejected,
+    RequestTimeout,
+    TransportError,
+)
 from meshbus.headers import (
     ATTEMPT,
     CORRELATION_ID,
@@ -46,6 +52,7 @@ from meshbus_kafka._names import (
     topic_of,
 )
 from meshbus_kafka._options import KafkaOptions
+from meshbus_kafka._producer import Partitioner, Producer, Records, connect_failed, send_batches
 from meshbus_kafka._replies import Replies
 
 __all__ = ["RECORD_HEADROOM", "KafkaTransport"]
@@ -57,21 +64,6 @@ RECORD_HEADROOM = 32 * 1024
 _EXISTS = 36  # TOPIC_ALREADY_EXISTS
 
 
-class _Partitioner:
-    """Kafka's murmur2 for keyed records; records without a key all go to one partition per
-    publisher (chosen by its client id), so that one publisher's messages keep their order."""
-
-    def __init__(self, client_uid: str) -> None:
-        self.slot = int(client_uid, 16)
-        self.default = DefaultPartitioner()
-
-    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-        if key is None:
-            return all_partitions[self.slot % len(all_partitions)]
-        partition: int = self.default(key, all_partitions, available)
-        return partition
-
-
 class KafkaTransport:
     """The ``kafka://`` channel (see the module docstring and the README's Kafka section)."""
 
@@ -79,57 +71,48 @@ class KafkaTransport:
         self.url = url
         self.options = KafkaOptions.parse(url, options or {})
         self.capabilities = Capabilities(
-            max_payload=self.options.max_payload, durable=True, ordered_by_key=True
+            max_payload=self.options.max_payload,
+            durable=True,
+            ordered_by_key=True,
+            reconnects=True,
         )
         self.record_limit = self.options.max_payload + RECORD_HEADROOM
         self.client_uid = uuid.uuid4().hex[:16]
-        self._producer: Any = None
+        self.producer = Producer(
+            self.options, Partitioner(self.client_uid), self.record_limit + 1024
+        )
+        self.producer.on_fence(self._topics_unknown)
+        self._started = False
         self._admin: Any = None
         self._replies: Replies | None = None
         self._topics: dict[str, asyncio.Future[None]] = {}
         self._topic_of: dict[str, str] = {}
+        self._hashed: set[str] = set()  # topics in _topic_of whose subject needs a header
         self._pinned: set[str] = set()
         self._subs: set[Broadcast | Member] = set()
         self._closed = False
 
     # -- connection ------------------------------------------------------------------------
 
-    @property
-    def producer(self) -> Any:
-        """The aiokafka producer (``Closed`` before start and after close)."""
-        if self._producer is None or self._closed:
-            raise Closed(f"{self.url} is not connected")
-        return self._producer
-
     async def start(self) -> None:
         """Connect the producer and admin client; failing raises ``ConnectFailed`` at once."""
         opts = self.options
-        common = opts.client_kwargs()
-        producer = AIOKafkaProducer(
-            **common,
-            acks="all",
-            enable_idempotence=opts.idempotence,
-            linger_ms=opts.linger_ms,
-            max_batch_size=opts.max_batch_size,
-            max_request_size=self.record_limit + 1024,
-            partitioner=_Partitioner(self.client_uid),
-        )
-        admin = AIOKafkaAdminClient(**common)
-        servers = ",".join(opts.bootstrap_servers)
+        admin = AIOKafkaAdminClient(**opts.client_kwargs())
         try:
             async with asyncio.timeout(opts.connect_timeout):
                 await admin.start()
-                await producer.start()
+                await self.producer.start()
         except (*KAFKA_ERRORS, TimeoutError) as exc:
             with contextlib.suppress(*KAFKA_ERRORS):
-                await producer.stop()
-            with contextlib.suppress(*KAFKA_ERRORS):
                 await admin.close()
-            hint = ""
-            if opts.idempotence and not isinstance(exc, TimeoutError | OSError):
-                hint = " (a broker without idempotent producers needs idempotence=false)"
-            raise ConnectFailed(f"cannot connect to Kafka at {servers}: {exc!r}{hint}") from exc
-        self._producer, self._admin = producer, admin
+            servers = ",".join(opts.bootstrap_servers)
+            raise connect_failed(servers, exc, opts.idempotence) from exc
+        self._admin = admin
+        self._started = True
+
+    def _topics_unknown(self) -> None:
+        """The producer was fenced (the broker may have restarted): check topics again."""
+        self._topics.clear()
 
     def make_consumer(self, group_id: str | None, auto_offset_reset: str, **extra: Any) -> Any:
         """An aiokafka consumer with this channel's settings and manual commits."""
@@ -156,7 +139,10 @@ class KafkaTransport:
             topic = topic_of(subject)
             if len(self._topic_of) > 4096:
                 self._topic_of.clear()
+                self._hashed.clear()
             self._topic_of[subject] = topic
+            if is_hashed(topic):
+                self._hashed.add(topic)
         return topic
 
     async def ensure_topic(self, topic: str, partitions: int | None = None) -> None:
@@ -176,7 +162,10 @@ class KafkaTransport:
                 if code not in (0, _EXISTS):
                     raise PublishRejected(f"Kafka refused to create topic {topic!r}: {rest}")
         except BaseException as exc:
-            future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):  # its waiters were not cancelled
+                future.set_exception(TransportError(f"creating topic {topic!r} was cut short"))
+            else:
+                future.set_exception(exc)
             future.exception()  # retrieved: the next call tries again
             raise
         future.set_result(None)
@@ -213,8 +202,8 @@ class KafkaTransport:
         headers: list[tuple[str, bytes]] = [(MESSAGE_ID, envelope.id.encode())]
         key = envelope.key.encode() if envelope.key is not None else None
         if envelope.headers:
-            headers.extend((k, v.encode()) for k, v in envelope.headers.items())
-        if is_hashed(topic):
+            headers.extend([(k, v.encode()) for k, v in envelope.headers.items()])
+        if topic in self._hashed:  # ``topic`` came from ``self.topic()``
             headers.append((SUBJECT_HEADER, envelope.subject.encode()))
         if len(headers) > 1 or key is not None:
             size = len(envelope.data) + len(key or b"") + 64
@@ -223,55 +212,77 @@ class KafkaTransport:
                 raise PayloadTooLarge(size, self.record_limit, envelope.subject)
         return key, headers
 
-    async def _send(self, topic: str, data: bytes, key: bytes | None, headers: Any) -> Any:
-        with mapped("publish", topic):
-            return await self.producer.send(topic, data, key=key, headers=headers)
-
-    async def _confirm(self, futures: list[Any], subject: str, timeout: float | None) -> None:
-        try:
-            with mapped("publish", subject, timeout or 0):
-                async with asyncio.timeout(timeout):
-                    if len(futures) == 1:
-                        await futures[0]
-                    else:
-                        await asyncio.gather(*futures)
-        except BaseException:
-            for future in futures:
-                if future.done() and not future.cancelled():
-                    future.exception()
-            raise
+    def _check_open(self) -> None:
+        if self._closed or not self._started:
+            raise Closed(f"{self.url} is not connected")
 
     async def publish(self, envelope: Envelope, timeout: float | None) -> None:
         """Send one record and wait for the broker's ``acks=all`` answer."""
+        self._check_open()
         topic = self.topic(envelope.subject)
-        if topic not in self._topics:
-            await self.ensure_topic(topic)
         key, headers = self._record(envelope, topic)
-        future = await self._send(topic, envelope.data, key, headers)
-        await self._confirm([future], envelope.subject, timeout)
+
+        async def enqueue(producer: Any, futures: list[Any]) -> None:
+            if topic not in self._topics:
+                await self.ensure_topic(topic)
+            futures.append(await producer.send(topic, envelope.data, key=key, headers=headers))
+
+        await self.producer.deliver(envelope.subject, timeout, enqueue)
 
     async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
-        """Send every record (batched by the producer), then wait for all acks together."""
+        """Send the records as closed batches, one per partition (sent at once, no linger;
+        order kept per partition), then wait for every batch's ``acks=all`` answer."""
+        self._check_open()
+        if not envelopes:
+            return
         records = []
         for envelope in envelopes:
             topic = self.topic(envelope.subject)
-            if topic not in self._topics:
-                await self.ensure_topic(topic)
-            records.append((topic, envelope.data, *self._record(envelope, topic)))
-        send = self.producer.send
-        futures = []
-        with mapped("publish", envelopes[0].subject if envelopes else ""):
-            for topic, data, key, headers in records:
-                futures.append(await send(topic, data, key=key, headers=headers))
-        if futures:
-            await self._confirm(futures, envelopes[0].subject, timeout)
+            records.append((topic, *self._record(envelope, topic), envelope.data))
+        partitioner = self.producer.partitioner
+
+        async def enqueue(producer: Any, futures: list[Any]) -> None:
+            known: dict[str, list[int]] = {}
+            slots: dict[tuple[str, int], Records] = {}
+            for topic, key, headers, data in records:
+                partitions = known.get(topic)
+                if partitions is None:
+                    if topic not in self._topics:
+                        await self.ensure_topic(topic)
+                    partitions = known[topic] = sorted(await producer.partitions_for(topic))
+                slot = (topic, partitioner(key, partitions, partitions))
+                batch = slots.get(slot)
+                if batch is None:
+                    batch = slots[slot] = []
+                batch.append((key, data, headers))
+            await send_batches(producer, slots, futures)
+
+        await self.producer.deliver(envelopes[0].subject, timeout, enqueue)
+
+    async def _send_one(
+        self,
+        topic: str,
+        data: bytes,
+        key: bytes | None,
+        headers: list[Any],
+        subject: str,
+        partition: int | None = None,
+    ) -> None:
+        """Publish one record of meshbus's own (retry, dead letter, reply), 30 s timeout."""
+        self._check_open()
+
+        async def enqueue(producer: Any, futures: list[Any]) -> None:
+            await self.ensure_topic(topic)
+            futures.append(
+                await producer.send(topic, data, key=key, headers=headers, partition=partition)
+            )
+
+        await self.producer.deliver(subject, 30.0, enqueue)
 
     async def _republish(self, topic: str, message: Message, headers: dict[str, str]) -> None:
-        await self.ensure_topic(topic)
         key = message.key.encode() if message.key is not None else None
         encoded = [(k, v.encode()) for k, v in headers.items()]
-        future = await self._send(topic, message.data, key, encoded)
-        await self._confirm([future], message.subject, 30.0)
+        await self._send_one(topic, message.data, key, encoded, message.subject)
 
     async def retry(self, topic: str, message: Message, delay: float | None) -> None:
         """Publish ``message`` to a group's retry topic, due after ``delay`` seconds."""
@@ -298,8 +309,8 @@ class KafkaTransport:
         """Send a reply to a requester's reply topic (named by its ``mb-reply-to``)."""
         headers = [(CORRELATION_ID, correlation.encode())]
         headers.extend((k, v.encode()) for k, v in reply.headers.items())
-        future = await self._send(reply.subject, reply.data, None, headers)
-        await self._confirm([future], reply.subject, 30.0)
+        # Partition 0: the reader reads only that one (an auto-created topic may have more).
+        await self._send_one(reply.subject, reply.data, None, headers, reply.subject, 0)
 
     # -- subscribing -----------------------------------------------------------------------
 
@@ -354,7 +365,7 @@ class KafkaTransport:
 
     async def close(self, timeout: float) -> None:
         """Drain subscriptions (up to ``timeout``), flush, disconnect. Idempotent."""
-        if self._closed or self._producer is None:
+        if self._closed or not self._started:
             self._closed = True
             return
         await asyncio.gather(
@@ -363,8 +374,7 @@ class KafkaTransport:
         if self._replies is not None:
             await self._replies.close()
         self._closed = True
-        with contextlib.suppress(*KAFKA_ERRORS):
-            await self._producer.stop()
+        await self.producer.close()
         with contextlib.suppress(*KAFKA_ERRORS):
             await self._admin.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import TYPE_CHECKING
 
 import nats.errors
@@ -16,19 +17,22 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from meshbus.channels.inbox import Inbox
+from meshbus.errors import MeshbusError
 from meshbus.headers import ATTEMPT, DEAD_GROUP, DEAD_REASON, DEAD_SUBJECT, KEY, MESSAGE_ID
 from meshbus.headers import dead_letter_subject as dead_letter_subject_of
 from meshbus.message import Message
 from meshbus.transport import Envelope
 from meshbus_nats._errors import translate
 from meshbus_nats._streams import Consumer
+from meshbus_nats._wire import NATS_MSG_ID
 
 if TYPE_CHECKING:
     from meshbus_nats._transport import NatsTransport
 
 __all__ = ["Broadcast", "Member"]
 
-NATS_MSG_ID = "Nats-Msg-Id"
+_ACK, _NAK, _TERM, _PROGRESS = b"", b"-NAK", b"+TERM", b"+WPI"
+"""JetStream acknowledgements (an empty message is +ACK)."""
 _NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 
 
@@ -57,6 +61,7 @@ class _Inbox(Inbox):
     async def _unsubscribe(self, drain: bool) -> None:
         nc = self.transport.client
         for sub in self.subs:
+            nc.forget_direct(sub)
             with contextlib.suppress(*_NATS_ERRORS):
                 if drain and nc.is_connected:
                     await sub.drain()  # type: ignore[no-untyped-call]
@@ -65,19 +70,31 @@ class _Inbox(Inbox):
         self.subs.clear()
 
     async def _on_request(self, msg: Msg) -> None:
-        headers = msg.headers or {}
-        subject = msg.subject[self.transport.request_skip :]
+        self._direct_request(msg.subject, msg.reply, msg.data, msg.headers or {})
+
+    def _direct_request(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str]
+    ) -> bool:
         self.push(
             Message(
-                subject,
-                msg.data,
+                subject[self.transport.request_skip :],
+                data,
                 headers,
                 key=headers.get(KEY),
                 id=headers.get(MESSAGE_ID, ""),
-                reply_to=msg.reply or None,
+                reply_to=reply or None,
                 settler=self,
             )
         )
+        return True
+
+    async def _subscribe_requests(self, pattern: str, queue: str) -> None:
+        """Requests on ``pattern`` (as queue group ``queue`` where given), delivered directly."""
+        nc = self.transport.client
+        rpc = self.transport.options.request_prefix
+        sub = await nc.subscribe(f"{rpc}.{pattern}", queue=queue, cb=self._on_request)
+        self.subs.append(sub)
+        nc.deliver_directly(sub, self._direct_request)
 
     # -- settling of broadcast messages and requests: nothing to tell the server --------
 
@@ -107,17 +124,40 @@ class Broadcast(_Inbox):
         self.capacity = transport.options.buffer
         self.space = asyncio.Event()
         self.space.set()
+        self.paused = False
 
     async def start(self) -> None:
         nc = self.transport.client
-        rpc = self.transport.options.request_prefix
         try:
-            self.subs.append(await nc.subscribe(self.pattern, cb=self._on_message))
-            self.subs.append(await nc.subscribe(f"{rpc}.{self.pattern}", cb=self._on_request))
+            sub = await nc.subscribe(self.pattern, cb=self._on_message)
+            self.subs.append(sub)
+            nc.deliver_directly(sub, self._direct_message)
+            await self._subscribe_requests(self.pattern, "")
             await self._confirm()
         except _NATS_ERRORS as exc:
             await self._unsubscribe(False)
             raise translate(exc, "subscribe", self.pattern) from exc
+
+    def _direct_message(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str]
+    ) -> bool:
+        """A message from the read loop; declined while the buffer is full (it then waits in
+        nats-py's queue for ``_on_message``)."""
+        if len(self.queue) >= self.capacity:
+            return False
+        if len(headers) > 1:
+            headers.pop(NATS_MSG_ID, None)
+        self.push(
+            Message(
+                subject,
+                data,
+                headers,
+                key=headers.get(KEY),
+                id=headers.get(MESSAGE_ID, ""),
+                settler=self,
+            )
+        )
+        return True
 
     async def _on_message(self, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -134,10 +174,12 @@ class Broadcast(_Inbox):
         )
         if len(self.queue) >= self.capacity and not self.closing:
             self.space.clear()
+            self.paused = True
             await self.space.wait()
 
     def _take(self, message: Message) -> Message:
-        if not self.space.is_set() and len(self.queue) <= self.capacity // 2:
+        if self.paused and len(self.queue) <= self.capacity // 2:
+            self.paused = False
             self.space.set()
         return message
 
@@ -154,7 +196,10 @@ class Broadcast(_Inbox):
 
 class Member(_Inbox):
     """One member of a group: deliveries of the group's JetStream consumer, settled with
-    +ACK, -NAK (with delay), +TERM after dead-lettering, +WPI for progress."""
+    +ACK, -NAK (with delay), +TERM after dead-lettering, +WPI for progress.
+
+    A delivery's token is its reply subject (``$JS.ACK...``): settling publishes the JetStream
+    acknowledgement there, as nats-py's ``Msg.ack()`` and friends do."""
 
     def __init__(self, transport: NatsTransport, consumer: Consumer, group: str) -> None:
         super().__init__(transport)
@@ -162,47 +207,59 @@ class Member(_Inbox):
         self.group = group
         self.dead_subject = dead_letter_subject_of(group)
         self.max_deliver = transport.options.max_deliver
-        self.in_flight: dict[int, Message] = {}
+        self.in_flight: dict[str, Message] = {}
         self.drained: asyncio.Event | None = None
 
     async def start(self) -> None:
         nc = self.transport.client
         consumer = self.consumer
-        rpc = self.transport.options.request_prefix
         try:
-            self.subs.append(
-                await nc.subscribe(
-                    consumer.deliver_subject, queue=consumer.name, cb=self._on_delivery
-                )
+            sub = await nc.subscribe(
+                consumer.deliver_subject, queue=consumer.name, cb=self._on_delivery
             )
-            self.subs.append(
-                await nc.subscribe(
-                    f"{rpc}.{consumer.pattern}", queue=self.group, cb=self._on_request
-                )
-            )
+            self.subs.append(sub)
+            nc.deliver_directly(sub, self._direct_delivery)
+            await self._subscribe_requests(consumer.pattern, self.group)
             await self._confirm()
         except _NATS_ERRORS as exc:
             await self._unsubscribe(False)
             raise translate(exc, "subscribe", consumer.pattern) from exc
 
-    async def _on_delivery(self, msg: Msg) -> None:
-        if self.closing:
-            with contextlib.suppress(*_NATS_ERRORS):
-                await msg.nak()
-            return
-        headers = msg.headers or {}
+    def _delivery(self, subject: str, reply: str, data: bytes, headers: dict[str, str]) -> Message:
         headers.pop(NATS_MSG_ID, None)
-        attempt = _delivered(msg.reply)
-        message = Message(
-            msg.subject,
-            msg.data,
+        return Message(
+            subject,
+            data,
             headers,
             key=headers.get(KEY),
             id=headers.get(MESSAGE_ID, ""),
-            attempt=attempt,
+            attempt=_delivered(reply),
             settler=self,
-            token=msg,
+            token=reply,
         )
+
+    def _direct_delivery(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str]
+    ) -> bool:
+        """A delivery from the read loop; one to give back or dead-letter is declined and
+        handled by ``_on_delivery``, which can wait."""
+        if self.closing or not reply:
+            return False
+        message = self._delivery(subject, reply, data, headers)
+        if 0 < self.max_deliver < message.attempt:
+            return False
+        self.push(message)
+        return True
+
+    async def _on_delivery(self, msg: Msg) -> None:
+        if not msg.reply:
+            return  # not a delivery of the consumer (nothing to settle)
+        if self.closing:
+            with contextlib.suppress(MeshbusError):
+                await self._send(msg.reply, _NAK, "nack", msg.subject)
+            return
+        message = self._delivery(msg.subject, msg.reply, msg.data, msg.headers or {})
+        attempt = message.attempt
         if 0 < self.max_deliver < attempt:
             reason = f"delivered {attempt - 1} times, the group's max_deliver"
             message.attempt = attempt - 1
@@ -213,34 +270,38 @@ class Member(_Inbox):
 
     def _take(self, message: Message) -> Message:
         if message.token is not None:
-            self.in_flight[id(message.token)] = message
+            self.in_flight[message.token] = message
         return message
 
-    def _settled(self, message: Message) -> Msg | None:
-        token: Msg | None = message.token
+    def _settled(self, message: Message) -> str | None:
+        token: str | None = message.token
         if token is not None:
-            self.in_flight.pop(id(token), None)
+            self.in_flight.pop(token, None)
             if self.drained is not None and not self.in_flight:
                 self.drained.set()
         return token
+
+    async def _send(self, token: str, payload: bytes, op: str, subject: str) -> None:
+        """Publish a JetStream acknowledgement (``payload``) to a delivery's reply subject."""
+        try:
+            await self.transport.client.send(token, payload, None)
+        except _NATS_ERRORS as exc:
+            raise translate(exc, op, subject) from exc
 
     async def ack(self, message: Message) -> None:
         """+ACK: done with; JetStream will not deliver it to this group again."""
         token = self._settled(message)
         if token is not None:
-            try:
-                await token.ack()
-            except _NATS_ERRORS as exc:
-                raise translate(exc, "ack", message.subject) from exc
+            await self._send(token, _ACK, "ack", message.subject)
 
     async def nack(self, message: Message, delay: float | None) -> None:
         """-NAK, with JetStream's redelivery delay where given."""
         token = self._settled(message)
         if token is not None:
-            try:
-                await token.nak(delay=delay)
-            except _NATS_ERRORS as exc:
-                raise translate(exc, "nack", message.subject) from exc
+            payload = _NAK
+            if delay:
+                payload += b" " + json.dumps({"delay": int(delay * 10**9)}).encode()
+            await self._send(token, payload, "nack", message.subject)
 
     async def reject(self, message: Message, reason: str) -> None:
         """Publish to ``dead-letter.<group>`` (confirmed), then +TERM."""
@@ -250,12 +311,9 @@ class Member(_Inbox):
 
     async def progress(self, message: Message) -> None:
         """+WPI: restart JetStream's ack_wait timer for this delivery."""
-        token: Msg | None = message.token
+        token: str | None = message.token
         if token is not None and not message.settled:
-            try:
-                await token.in_progress()
-            except _NATS_ERRORS as exc:
-                raise translate(exc, "progress", message.subject) from exc
+            await self._send(token, _PROGRESS, "progress", message.subject)
 
     async def _dead_letter(self, message: Message, reason: str) -> None:
         headers = dict(message.headers)
@@ -266,11 +324,7 @@ class Member(_Inbox):
         await self.transport.publish_dead_letter(
             self.dead_subject, message.data, headers, f"{message.id}:dead:{self.group}"
         )
-        token: Msg = message.token
-        try:
-            await token.term()
-        except _NATS_ERRORS as exc:
-            raise translate(exc, "reject", message.subject) from exc
+        await self._send(message.token, _TERM, "reject", message.subject)
 
     async def close(self, timeout: float) -> None:
         """Stop deliveries, give back what was not handed out, wait up to ``timeout`` for
@@ -279,16 +333,16 @@ class Member(_Inbox):
             return
         self._stop()
         await self._unsubscribe(True)
-        give_back = [m.token for m in self.queue if m.token is not None]
+        give_back = [m for m in self.queue if m.token is not None]
         self.queue.clear()
         if self.in_flight and timeout > 0:
             self.drained = asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self.drained.wait()
-        give_back.extend(m.token for m in self.in_flight.values())
+        give_back.extend(self.in_flight.values())
         self.in_flight.clear()
-        for token in give_back:
-            with contextlib.suppress(*_NATS_ERRORS):
-                await token.nak()
+        for message in give_back:
+            with contextlib.suppress(MeshbusError):
+                await self._send(message.token, _NAK, "nack", message.subject)
         self.transport.forget(self)

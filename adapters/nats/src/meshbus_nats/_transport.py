@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -21,8 +20,6 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from meshbus.errors import Closed, MeshbusError, PayloadTooLarge, PublishTimeout
@@ -30,9 +27,11 @@ from meshbus.headers import KEY, MESSAGE_ID
 from meshbus.message import Message
 from meshbus.transport import Capabilities, Envelope
 from meshbus_nats._errors import translate
+from meshbus_nats._inboxes import Batch, Item, NoStream, PubAcks, Replies
 from meshbus_nats._options import NatsOptions
 from meshbus_nats._streams import ensure_consumer, ensure_stream, find_stream
-from meshbus_nats._subscriptions import NATS_MSG_ID, Broadcast, Member
+from meshbus_nats._subscriptions import Broadcast, Member
+from meshbus_nats._wire import NATS_MSG_ID, MeshClient
 
 __all__ = ["NatsTransport"]
 
@@ -45,48 +44,6 @@ NOT_COVERED_TTL = 5.0
 """Seconds a "no stream captures this subject" answer is trusted before asking again."""
 _NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 _FOREVER = float("inf")
-
-
-class _NoStream(Exception):
-    """JetStream answered a publish with 503: no stream (yet), e.g. just after a restart."""
-
-
-class _Acks:
-    """Pipelined JetStream publishes: one wildcard inbox, one future per PubAck."""
-
-    def __init__(self, nc: Client) -> None:
-        self.nc = nc
-        self.prefix = nc.new_inbox() + "."
-        self.skip = len(self.prefix)
-        self.pending: dict[str, asyncio.Future[None]] = {}
-        self.count = 0
-
-    async def start(self) -> None:
-        await self.nc.subscribe(self.prefix + "*", cb=self._on_reply)
-
-    async def send(
-        self, subject: str, data: bytes, headers: dict[str, str]
-    ) -> tuple[str, asyncio.Future[None]]:
-        self.count += 1
-        token = f"{self.count:x}"
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.pending[token] = future
-        await self.nc.publish(subject, data, reply=self.prefix + token, headers=headers)
-        return token, future
-
-    async def _on_reply(self, msg: Msg) -> None:
-        future = self.pending.pop(msg.subject[self.skip :], None)
-        if future is None or future.done():
-            return
-        data = msg.data
-        if not data:
-            status = (msg.headers or {}).get("Status", "")
-            future.set_exception(_NoStream(status))
-        elif b'"error"' in data:
-            error = json.loads(data)["error"]
-            future.set_exception(nats.js.errors.APIError.from_error(error))
-        else:
-            future.set_result(None)
 
 
 class NatsTransport:
@@ -103,9 +60,10 @@ class NatsTransport:
             reconnects=True,
         )
         self.request_skip = len(self.options.request_prefix) + 1
-        self._nc: Client | None = None
+        self._nc: MeshClient | None = None
         self._js: JetStreamContext | None = None
-        self._acks: _Acks | None = None
+        self._acks: PubAcks | None = None
+        self._replies: Replies | None = None
         self._up = asyncio.Event()
         self._server_max = 1024 * 1024
         self._covered: dict[str, tuple[str, float]] = {}
@@ -118,7 +76,7 @@ class NatsTransport:
     # -- connection ------------------------------------------------------------------------
 
     @property
-    def client(self) -> Client:
+    def client(self) -> MeshClient:
         """The nats-py client (``Closed`` before start and after close)."""
         if self._nc is None or self._closed:
             raise Closed(f"{self.url} is not connected")
@@ -127,7 +85,7 @@ class NatsTransport:
     async def start(self) -> None:
         """Connect; a first connection that fails raises ``ConnectFailed`` at once."""
         opts = self.options
-        nc = Client()
+        nc = MeshClient()
         kwargs: dict[str, Any] = {
             "servers": opts.servers,
             # Fail fast on the first connect (nats-py tries each server twice, then gives up);
@@ -155,8 +113,10 @@ class NatsTransport:
         nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
         self._js = nc.jetstream()
-        self._acks = _Acks(nc)
+        self._acks = PubAcks(nc)
         await self._acks.start()
+        self._replies = Replies(nc)
+        await self._replies.start()
         self._server_max = nc.max_payload
         self.capabilities = replace(self.capabilities, max_payload=nc.max_payload - HEADROOM)
         self._up.set()
@@ -209,6 +169,14 @@ class NatsTransport:
                 raise PayloadTooLarge(size, self._server_max, envelope.subject)
         return headers
 
+    def _item(self, envelope: Envelope) -> Item:
+        """A JetStream publish of ``envelope``, de-duplicated by its id (``Nats-Msg-Id``)."""
+        if not envelope.headers and envelope.key is None:
+            return (envelope.subject, envelope.data, None, envelope.id)
+        headers = self._headers(envelope)
+        headers[NATS_MSG_ID] = envelope.id
+        return (envelope.subject, envelope.data, headers, envelope.id)
+
     async def _stream_for(self, subject: str, timeout: float | None) -> str:
         """The stream capturing ``subject`` ("" for none), cached."""
         found = self._covered.get(subject)
@@ -231,46 +199,46 @@ class NatsTransport:
         """JetStream publish confirmed by PubAck where a stream captures the subject; a core
         publish otherwise. Waits out a reconnect up to ``timeout``."""
         subject = envelope.subject
-        headers = self._headers(envelope)
         found = self._covered.get(subject)
         if found is None or found[1] <= monotonic():
             stream = await self._stream_for(subject, timeout)
         else:
             stream = found[0]
         if stream:
-            headers[NATS_MSG_ID] = envelope.id
-            await self._js_publish([(subject, envelope.data, headers)], timeout)
+            await self._js_publish([self._item(envelope)], timeout)
             return
         if not self._up.is_set():
             await self._wait_up(timeout, subject)
         try:
-            await self.client.publish(subject, envelope.data, headers=headers)
+            if envelope.headers or envelope.key is not None:
+                await self.client.send(subject, envelope.data, self._headers(envelope))
+            else:
+                await self.client.send_id(subject, envelope.data, envelope.id)
         except _NATS_ERRORS as exc:
             raise translate(exc, "publish", subject, timeout or 0) from exc
 
     async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
         """Publish all, with every JetStream PubAck awaited together."""
-        durable: list[tuple[str, bytes, dict[str, str]]] = []
+        durable: list[Item] = []
         nc = self.client
         for envelope in envelopes:
             subject = envelope.subject
-            headers = self._headers(envelope)
             if await self._stream_for(subject, timeout):
-                headers[NATS_MSG_ID] = envelope.id
-                durable.append((subject, envelope.data, headers))
+                durable.append(self._item(envelope))
                 continue
             if not self._up.is_set():
                 await self._wait_up(timeout, subject)
             try:
-                await nc.publish(subject, envelope.data, headers=headers)
+                if envelope.headers or envelope.key is not None:
+                    await nc.send(subject, envelope.data, self._headers(envelope))
+                else:
+                    await nc.send_id(subject, envelope.data, envelope.id)
             except _NATS_ERRORS as exc:
                 raise translate(exc, "publish", subject, timeout or 0) from exc
         if durable:
             await self._js_publish(durable, timeout)
 
-    async def _js_publish(
-        self, items: list[tuple[str, bytes, dict[str, str]]], timeout: float | None
-    ) -> None:
+    async def _js_publish(self, items: list[Item], timeout: float | None) -> None:
         """Publish to JetStream and wait for every PubAck; publish again what was not
         confirmed (the same Nats-Msg-Id, so JetStream stores it once) until ``timeout``."""
         acks = self._acks
@@ -280,26 +248,27 @@ class NatsTransport:
         while True:
             if not self._up.is_set():
                 await self._wait_up(None if timeout is None else deadline - loop.time(), "")
-            sent: list[tuple[str, asyncio.Future[None]]] = []
+            batch = Batch(len(items))
+            tokens: list[str] = []
             try:
-                for subject, data, headers in items:
-                    sent.append(await acks.send(subject, data, headers))
+                for index, item in enumerate(items):
+                    tokens.append(await acks.send(item, batch, index))
             except _NATS_ERRORS as exc:
-                for token, _ in sent:
+                for token in tokens:
                     acks.pending.pop(token, None)
                 raise translate(exc, "publish", items[0][0], timeout or 0) from exc
             wait = min(deadline, loop.time() + self.options.ack_timeout) - loop.time()
-            futures = [future for _, future in sent]
-            await asyncio.wait(futures, timeout=max(wait, 0))
-            failed: list[tuple[str, bytes, dict[str, str]]] = []
-            for item, (token, future) in zip(items, sent, strict=True):
-                if not future.done():
+            if batch.left:
+                await asyncio.wait([batch.done], timeout=max(wait, 0))
+            failed: list[Item] = []
+            for item, token, result in zip(items, tokens, batch.results, strict=True):
+                if result is None:
                     acks.pending.pop(token, None)
-                    future.cancel()
                     failed.append(item)
-                elif (error := future.exception()) is not None:
-                    if not isinstance(error, _NoStream):
-                        raise translate(error, "publish", item[0]) from error
+                elif result is not True:
+                    assert isinstance(result, BaseException)
+                    if not isinstance(result, NoStream):
+                        raise translate(result, "publish", item[0]) from result
                     failed.append(item)
             if not failed:
                 return
@@ -319,7 +288,7 @@ class NatsTransport:
         stream = await ensure_stream(self._js, subject, self.options.stream_prefix)
         self._covered[subject] = (stream, _FOREVER)
         headers[NATS_MSG_ID] = msg_id
-        await self._js_publish([(subject, data, headers)], self.options.ack_timeout * 6)
+        await self._js_publish([(subject, data, headers, msg_id)], self.options.ack_timeout * 6)
 
     async def send_reply(self, reply: Envelope) -> None:
         """Send a reply to a requester's inbox (core NATS)."""
@@ -327,7 +296,7 @@ class NatsTransport:
         if headers is not None:
             del headers[MESSAGE_ID]
         try:
-            await self.client.publish(reply.subject, reply.data, headers=headers)
+            await self.client.send_now(reply.subject, reply.data, headers)
         except _NATS_ERRORS as exc:
             raise translate(exc, "respond", reply.subject) from exc
 
@@ -378,19 +347,13 @@ class NatsTransport:
         subject = envelope.subject
         if not self._up.is_set():
             await self._wait_up(timeout, subject)
+        assert self._replies is not None
         try:
-            reply = await self.client.request(
-                f"{self.options.request_prefix}.{subject}",
-                envelope.data,
-                timeout=timeout,
-                headers=headers,
+            return await self._replies.ask(
+                f"{self.options.request_prefix}.{subject}", envelope.data, headers, timeout
             )
         except _NATS_ERRORS as exc:
             raise translate(exc, "request", subject, timeout) from exc
-        reply_headers = reply.headers or {}
-        return Message(
-            reply.subject, reply.data, reply_headers, id=reply_headers.get(MESSAGE_ID, "")
-        )
 
     # -- closing ---------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """meshbus-rabbitmq: the ``amqp://`` and ``amqps://`` channel for meshbus, on aio-pika.
 
 Subjects travel on one topic exchange; broadcast subscribers read exclusive auto-delete queues,
-groups read durable quorum queues; requests come back over direct reply-to. Installed, it
+groups read durable quorum queues; requests travel on a second topic exchange into classic,
+non-durable queues and are answered into one exclusive reply queue per connection. Installed, it
 registers itself under the entry-point group ``meshbus.transports`` as ``amqp`` and ``amqps``;
 ``meshbus.connect("amqp://user:pass@host:5672/vhost")`` then uses it.
 """

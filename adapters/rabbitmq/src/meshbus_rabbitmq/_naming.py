@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["binding_key", "broadcast_queue", "delay_queue", "group_queue"]
+__all__ = [
+    "binding_key",
+    "broadcast_queue",
+    "delay_queue",
+    "group_queue",
+    "request_exchange",
+    "request_queue",
+    "unrouted_exchange",
+]
 
 _MAX_NAME = 255
 
@@ -27,18 +35,44 @@ def binding_key(pattern: str) -> str:
     return pattern
 
 
+# Queue names may hold only [A-Za-z0-9-_.:@#,/+ ] (clients check), so a pattern's wildcards are
+# spelled as AMQP spells them: ``*`` as ``+`` and ``>`` as ``#``. Neither can be in a meshbus
+# token, so the mapping stays one-to-one; ``@`` (also never in a token) marks a digest.
+_WILDCARDS = str.maketrans({"*": "+", ">": "#"})
+
+
 def _fit(name: str, tail: str) -> str:
-    """``name + tail``, or with ``tail`` replaced by a digest where that is over 255 bytes."""
-    full = name + tail
+    """``name + tail`` (wildcards respelled), or with ``tail`` replaced by a digest where that
+    is over 255 bytes."""
+    full = name + tail.translate(_WILDCARDS)
     if len(full.encode()) <= _MAX_NAME:
         return full
-    return name + "~" + hashlib.sha1(tail.encode()).hexdigest()[:20]
+    return name + "@" + hashlib.sha1(tail.encode()).hexdigest()[:20]
 
 
 def group_queue(prefix: str, exchange: str, group: str, pattern: str) -> str:
     """The durable quorum queue of ``group`` on ``pattern``:
     ``<prefix><exchange>.g.<group>.<pattern>`` (the pattern part hashed when too long)."""
     return _fit(f"{prefix}{exchange}.g.{group}.", pattern)
+
+
+def request_queue(prefix: str, exchange: str, group: str, pattern: str) -> str:
+    """The classic, non-durable queue where ``group``'s members take requests on ``pattern``:
+    ``<prefix><exchange>.r.<group>.<pattern>`` (the pattern part hashed when too long)."""
+    return _fit(f"{prefix}{exchange}.r.{group}.", pattern)
+
+
+def request_exchange(exchange: str) -> str:
+    """The topic exchange that carries requests: ``<exchange>.requests``. Requests are live
+    (their asker waits), so they stay out of the groups' durable queues."""
+    return f"{exchange}.requests"
+
+
+def unrouted_exchange(exchange: str) -> str:
+    """The headers exchange where requests that no queue takes go (the request exchange's
+    alternate exchange): ``<exchange>.requests.unrouted``. Each connection's reply queue is
+    bound there on its own name, so an unroutable request comes back to its asker."""
+    return f"{request_exchange(exchange)}.unrouted"
 
 
 def broadcast_queue(prefix: str, exchange: str, token: str) -> str:

@@ -1,4 +1,5 @@
-"""Settings of an ``amqp://`` channel, from its URL query and the bus's ``options["amqp"]``."""
+"""Settings of an ``amqp://`` channel, from its URL query and the bus's ``options["amqp"]``
+(``options["amqps"]`` for an ``amqps://`` URL: the bus hands each channel its scheme's)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class RabbitOptions:
     confirm_timeout: float = 10.0
     """Seconds to wait for a publisher confirm before publishing again (after a reconnect)."""
     tls: ssl.SSLContext | None = None
-    """TLS context for ``amqps://`` (``options={"amqp": {"tls": ctx}}``)."""
+    """TLS context for ``amqps://`` (``options={"amqps": {"tls": ctx}}``)."""
 
     @classmethod
     def parse(cls, url: str, options: Mapping[str, Any]) -> RabbitOptions:

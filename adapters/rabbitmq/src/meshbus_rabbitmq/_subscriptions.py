@@ -2,8 +2,10 @@
 group members (consumers of the group's durable quorum queue).
 
 Each has a channel of its own with ``basic.qos(prefetch)``: the broker never has more than
-``prefetch`` unsettled messages out to one subscription. Both also receive requests, which
-travel on the exchange like any message and carry a direct reply-to address.
+``prefetch`` unsettled messages out to one consumer. Both also receive requests, which travel
+on the request exchange: a broadcast queue is bound there too, and a group's members share a
+classic, non-durable request queue (a second consumer on the member's channel, with its own
+``prefetch``). Requests are live, their asker waits, so they skip the quorum queue's log.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from meshbus.message import Message
 from meshbus.transport import Envelope
 from meshbus_rabbitmq._errors import AMQP_ERRORS, translate
 from meshbus_rabbitmq._naming import binding_key, broadcast_queue
+from meshbus_rabbitmq._requests import ASKER
 
 if TYPE_CHECKING:
     from meshbus_rabbitmq._transport import RabbitTransport
@@ -35,6 +38,10 @@ PRIOR = "mb-prior-attempts"
 starts a new delivery count)."""
 SUBJECT = "mb-subject"
 """The original subject of a parked message (dead-lettering back changes its routing key)."""
+REQUEST_QUEUE_EXPIRES_MS = 10_000
+"""A group's request queue is deleted this long after its last member left (requests still
+in it expire with their asker's timeout)."""
+REQUEST_QUEUE_ARGUMENTS: dict[str, Any] = {"x-expires": REQUEST_QUEUE_EXPIRES_MS}
 _BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
                    "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
                    "x-last-death-reason")  # fmt: skip
@@ -53,7 +60,7 @@ class _Inbox:
         self.closing = False
         self.channel: AbstractChannel | None = None
         self.ch: aiormq.abc.AbstractChannel | None = None
-        self.consumer_tag = ""
+        self.consumer_tags: list[str] = []
 
     def __aiter__(self) -> _Inbox:
         return self
@@ -88,14 +95,19 @@ class _Inbox:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
-    def queue_name(self) -> str:
+    def routes(self) -> list[tuple[str, str]]:
+        """``(queue, exchange)`` pairs to bind to the pattern."""
+        raise NotImplementedError
+
+    def consumed(self) -> list[str]:
+        """The queues this subscription consumes."""
         raise NotImplementedError
 
     async def declare(self, ch: aiormq.abc.AbstractChannel) -> None:
         raise NotImplementedError
 
     async def attach(self, conn: AbstractConnection) -> None:
-        """Open a channel on ``conn``, declare and bind the queue, start consuming (at start
+        """Open a channel on ``conn``, declare and bind the queues, start consuming (at start
         and again after each reconnect). Messages of a lost channel are dropped here: the
         broker delivers them again."""
         self.queue.clear()
@@ -104,11 +116,15 @@ class _Inbox:
         ch = await channel.get_underlay_channel()
         await ch.basic_qos(prefetch_count=self.prefetch)
         await self.declare(ch)
-        await ch.queue_bind(self.queue_name(), self.transport.exchange,
-                            routing_key=binding_key(self.pattern))  # fmt: skip
+        key = binding_key(self.pattern)
+        for queue, exchange in self.routes():
+            await ch.queue_bind(queue, exchange, routing_key=key)
         self.ch = ch
-        ok = await ch.basic_consume(self.queue_name(), self._on_delivery)
-        self.consumer_tag = ok.consumer_tag or ""
+        tags = []
+        for queue in self.consumed():
+            ok = await ch.basic_consume(queue, self._on_delivery)
+            tags.append(ok.consumer_tag or "")
+        self.consumer_tags = tags
 
     async def detach(self) -> None:
         """Close the channel (the broker requeues what was not acked)."""
@@ -120,7 +136,11 @@ class _Inbox:
     def _message(self, delivered: aiormq.abc.DeliveredMessage) -> Message:
         props = delivered.header.properties
         headers: dict[str, Any] = props.headers or {}
-        attempt = headers.pop("x-delivery-count", 0) + 1
+        headers.pop(ASKER, None)
+        count = headers.pop("x-delivery-count", None)  # quorum queues count deliveries
+        if count is None:  # a classic queue (requests) only flags a redelivery
+            count = 1 if getattr(delivered.delivery, "redelivered", False) else 0
+        attempt = count + 1
         subject = delivered.routing_key or ""
         if PRIOR in headers:
             attempt += int(headers.pop(PRIOR))
@@ -158,7 +178,7 @@ class _Inbox:
         """Nothing to do: RabbitMQ runs no per-delivery timer short of its consumer timeout."""
 
     async def respond(self, message: Message, reply: Envelope) -> None:
-        """Send ``reply`` to the requester's direct reply-to address."""
+        """Send ``reply`` to the requester's reply queue."""
         await self.transport.send_reply(reply, message.id)
 
 
@@ -174,8 +194,12 @@ class Broadcast(_Inbox):
         self.last: tuple[Any, int] | None = None
         self.batch = max(1, prefetch // 4)
 
-    def queue_name(self) -> str:
-        return self.name
+    def routes(self) -> list[tuple[str, str]]:
+        transport = self.transport
+        return [(self.name, transport.exchange), (self.name, transport.requests)]
+
+    def consumed(self) -> list[str]:
+        return [self.name]
 
     async def declare(self, ch: aiormq.abc.AbstractChannel) -> None:
         await ch.queue_declare(self.name, exclusive=True, auto_delete=True)
@@ -210,26 +234,32 @@ class Broadcast(_Inbox):
 
 
 class Member(_Inbox):
-    """One member of a group: a consumer of the group's quorum queue. ``ack`` is basic.ack,
-    ``nack`` basic.nack with requeue (or, with a delay, a confirmed copy parked in a TTL queue
-    that dead-letters back, then an ack), ``reject`` a confirmed publish to
-    ``dead-letter.<group>`` then an ack."""
+    """One member of a group: a consumer of the group's quorum queue and of its request queue.
+    ``ack`` is basic.ack, ``nack`` basic.nack with requeue (or, with a delay, a confirmed copy
+    parked in a TTL queue that dead-letters back, then an ack), ``reject`` a confirmed publish
+    to ``dead-letter.<group>`` then an ack."""
 
     def __init__(self, transport: RabbitTransport, pattern: str, prefetch: int, group: str,
-                 queue: str) -> None:  # fmt: skip
+                 queue: str, request_queue: str) -> None:  # fmt: skip
         super().__init__(transport, pattern, prefetch)
         self.group = group
         self.name = queue
+        self.request_queue = request_queue
         self.dead_subject = dead_letter_subject_of(group)
         self.max_deliver = transport.options.max_deliver
         self.in_flight: set[Message] = set()
         self.drained: asyncio.Event | None = None
 
-    def queue_name(self) -> str:
-        return self.name
+    def routes(self) -> list[tuple[str, str]]:
+        transport = self.transport
+        return [(self.name, transport.exchange), (self.request_queue, transport.requests)]
+
+    def consumed(self) -> list[str]:
+        return [self.name, self.request_queue]
 
     async def declare(self, ch: aiormq.abc.AbstractChannel) -> None:
         await ch.queue_declare(self.name, durable=True, arguments={"x-queue-type": "quorum"})
+        await ch.queue_declare(self.request_queue, arguments=REQUEST_QUEUE_ARGUMENTS)
 
     async def _on_delivery(self, delivered: aiormq.abc.DeliveredMessage) -> None:
         if self.closing:
@@ -304,9 +334,10 @@ class Member(_Inbox):
             return
         self._stop()
         ch = self.ch
-        if ch is not None and self.consumer_tag:
-            with contextlib.suppress(*AMQP_ERRORS):
-                await ch.basic_cancel(self.consumer_tag)
+        if ch is not None:
+            for tag in self.consumer_tags:
+                with contextlib.suppress(*AMQP_ERRORS):
+                    await ch.basic_cancel(tag)
         self.queue.clear()
         if self.in_flight and timeout > 0:
             self.drained = asyncio.Event()

@@ -1,12 +1,15 @@
 """``amqp://`` — the RabbitMQ channel: one durable topic exchange for every subject; broadcast
-subscribers on exclusive auto-delete queues, groups on durable quorum queues (see ``_naming``);
-requests over direct reply-to.
+subscribers on exclusive auto-delete queues, groups on durable quorum queues (see ``_naming``).
+Requests travel on a second topic exchange (``<exchange>.requests``) into classic, non-durable
+queues (a group's request queue, or a broadcast queue bound there too), and replies come back
+to one exclusive reply queue per connection (see ``_requests``).
 
 The connection is a plain aio-pika connection with its own reconnect layer here: when it drops,
-``_reconnect`` dials again with backoff, re-declares the exchange and the declared groups, and
-re-attaches every subscription (a new channel, its queue, binding and consumer) before
-publishes are let through again, so that nothing published after a reconnect misses a restored
-subscription. Hot paths (publish, deliver, ack) use the aiormq channel under aio-pika's.
+``_reconnect`` dials again with backoff, re-declares the exchanges, a reply queue and the
+declared groups, and re-attaches every subscription (a new channel, its queues, bindings and
+consumers) before publishes are let through again, so that nothing published after a reconnect
+misses a restored subscription. Hot paths (publish, deliver, ack) use the aiormq channel under
+aio-pika's.
 """
 
 from __future__ import annotations
@@ -21,23 +24,22 @@ import aio_pika
 import aiormq
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection
-from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from meshbus.errors import Closed, ConnectionLost, MeshbusError, PublishTimeout, RequestTimeout
+from meshbus.errors import Closed, ConnectionLost, MeshbusError, PublishTimeout
 from meshbus.headers import KEY
 from meshbus.message import Message
 from meshbus.transport import Capabilities, Envelope
 from meshbus_rabbitmq._errors import AMQP_ERRORS, translate
-from meshbus_rabbitmq._naming import binding_key, delay_queue, group_queue
+from meshbus_rabbitmq._naming import binding_key, delay_queue, group_queue, request_queue
 from meshbus_rabbitmq._options import RabbitOptions
+from meshbus_rabbitmq._requests import Requests
 from meshbus_rabbitmq._subscriptions import Broadcast, Member, Subscription
 
 __all__ = ["DEAD_LETTER_KEEPER", "RabbitTransport"]
 
 log = logging.getLogger("meshbus.rabbitmq")
 
-REPLY_TO = "amq.rabbitmq.reply-to"
 DEAD_LETTER_KEEPER = "dead-letters"
 """The group that keeps dead letters: ``reject`` declares it on ``dead-letter.<group>`` so that
 no dead letter is dropped for want of a subscriber."""
@@ -60,6 +62,8 @@ class RabbitTransport:
         self.url = url
         self.options = RabbitOptions.parse(url, options or {})
         self.exchange = self.options.exchange
+        self.rpc = Requests(self.exchange)
+        self.requests = self.rpc.exchange
         self.capabilities = Capabilities(
             max_payload=self.options.max_payload,
             durable=True,
@@ -70,12 +74,10 @@ class RabbitTransport:
         self._conn: AbstractConnection | None = None
         self._channels: list[AbstractChannel] = []
         self._pub: aiormq.abc.AbstractChannel | None = None
-        self._rpc: aiormq.abc.AbstractChannel | None = None
         self._up = asyncio.Event()
         self._subs: set[Subscription] = set()
         self._groups: dict[str, str] = {}  # queue -> pattern, declared on every (re)connect
         self._delays: set[str] = set()  # delay queues declared on this connection
-        self._replies: dict[str, asyncio.Future[Message]] = {}
         self._reconnect_task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -98,12 +100,12 @@ class RabbitTransport:
         conn = await aio_pika.connect(opts.url, **kwargs)
         try:
             pub = await conn.channel(publisher_confirms=True, on_return_raises=True)
-            rpc = await conn.channel(publisher_confirms=True, on_return_raises=True)
+            rpc = await conn.channel(publisher_confirms=False)
             self._channels = [pub, rpc]
             self._pub = await pub.get_underlay_channel()
-            self._rpc = await rpc.get_underlay_channel()
             await self._pub.exchange_declare(self.exchange, exchange_type="topic", durable=True)
-            await self._rpc.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
+            await self.rpc.declare_exchanges(self._pub)
+            await self.rpc.open(await rpc.get_underlay_channel())
             self._conn = conn
             self._delays.clear()
             for queue, pattern in list(self._groups.items()):
@@ -124,9 +126,7 @@ class RabbitTransport:
             return
         log.debug("rabbitmq: connection lost: %r", exc)
         self._up.clear()
-        for future in self._replies.values():
-            if not future.done():
-                future.set_exception(ConnectionLost("the RabbitMQ connection was lost"))
+        self.rpc.connection_lost()
         if self._reconnect_task is None or self._reconnect_task.done():
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
 
@@ -318,7 +318,8 @@ class RabbitTransport:
             sub = Broadcast(self, pattern, prefetch)
         else:
             queue = self.group_queue(pattern, group)
-            sub = Member(self, pattern, prefetch, group, queue)
+            requests = request_queue(self.options.queue_prefix, self.exchange, group, pattern)
+            sub = Member(self, pattern, prefetch, group, queue, requests)
             self._groups[queue] = pattern
         if not self._up.is_set():
             await self.wait_up(asyncio.get_running_loop().time() + 30, pattern)
@@ -337,61 +338,18 @@ class RabbitTransport:
     # -- request / reply -------------------------------------------------------------------
 
     async def request(self, envelope: Envelope, timeout: float) -> Message:
-        """Publish with ``mandatory`` and direct reply-to; a returned message (no queue bound)
-        raises ``NoResponders``; the request expires from queues after ``timeout``."""
-        loop = asyncio.get_running_loop()
-        subject = envelope.subject
-        deadline = loop.time() + timeout
+        """Send a request and wait for its reply (see ``_requests``), after waiting out a
+        reconnect until ``timeout``."""
+        deadline = asyncio.get_running_loop().time() + timeout
         if not self._up.is_set():
-            await self.wait_up(deadline, subject)
-        rpc = self._rpc
-        assert rpc is not None
-        headers: dict[str, Any] = envelope.headers
-        if envelope.key is not None:
-            headers = {**headers, KEY: envelope.key}
-        props = Basic.Properties(
-            headers=headers, message_id=envelope.id, correlation_id=envelope.id,
-            reply_to=REPLY_TO, expiration=str(max(1, int(timeout * 1000))), delivery_mode=1,
-        )  # fmt: skip
-        future: asyncio.Future[Message] = loop.create_future()
-        self._replies[envelope.id] = future
-        try:
-            async with asyncio.timeout_at(deadline):
-                await rpc.basic_publish(
-                    envelope.data, exchange=self.exchange, routing_key=subject,
-                    properties=props, mandatory=True,
-                )  # fmt: skip
-                return await future
-        except TimeoutError as exc:
-            raise RequestTimeout(subject, timeout) from exc
-        except AMQP_ERRORS as exc:
-            raise translate(exc, "request", subject, timeout) from exc
-        finally:
-            self._replies.pop(envelope.id, None)
-
-    async def _on_reply(self, delivered: DeliveredMessage) -> None:
-        props = delivered.header.properties
-        future = self._replies.get(props.correlation_id or "")
-        if future is None or future.done():
-            return
-        headers: dict[str, Any] = props.headers or {}
-        future.set_result(
-            Message(delivered.routing_key or "", delivered.body, headers, id=props.message_id or "")
-        )
+            await self.wait_up(deadline, envelope.subject)
+        return await self.rpc.ask(envelope, timeout, deadline)
 
     async def send_reply(self, reply: Envelope, correlation_id: str) -> None:
-        """Send a reply to a requester's direct reply-to address."""
+        """Send a reply to its asker's reply queue."""
         if not self._up.is_set():
             await self.wait_up(asyncio.get_running_loop().time() + 5, reply.subject)
-        rpc = self._rpc
-        assert rpc is not None
-        headers: dict[str, Any] = reply.headers
-        props = Basic.Properties(headers=headers, correlation_id=correlation_id)
-        try:
-            await rpc.basic_publish(reply.data, exchange="", routing_key=reply.subject,
-                                    properties=props)  # fmt: skip
-        except AMQP_ERRORS as exc:
-            raise translate(exc, "respond", reply.subject) from exc
+        await self.rpc.reply(reply, correlation_id)
 
     # -- closing ---------------------------------------------------------------------------
 

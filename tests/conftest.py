@@ -1,0 +1,49 @@
+"""What several tiers share: the Docker engine (the doctor's engine checks and tests/e2e)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshbus.testing._infra import missing
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[str]:
+    """A running Docker engine: started with ``scripts/docker-engine.sh`` when it is installed
+    but not running, and stopped at the end of the session if this started it. Missing, it
+    skips (fails under ``MESHBUS_REQUIRE_INFRA=1``)."""
+    if shutil.which("dockerd") is None and shutil.which("docker") is None:
+        missing("the Docker engine", "apt-get install docker.io (make system-deps does it)")
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PY": sys.executable, "PATH": path}
+    started = time.monotonic()
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "docker-engine.sh"), "start"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        missing("the Docker engine", done.stderr.strip() or done.stdout.strip())
+    print(
+        f"\n[docker] engine {done.stdout.strip()} ({time.monotonic() - started:.1f} s)",
+        file=sys.stderr,
+    )
+    try:
+        yield done.stdout.strip()
+    finally:
+        if done.stdout.startswith("started"):
+            subprocess.run(
+                ["bash", str(ROOT / "scripts" / "docker-engine.sh"), "stop"], env=env, check=False
+            )

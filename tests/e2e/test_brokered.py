@@ -1,0 +1,62 @@
+"""The example services over each broker, in containers: a group shares the jobs between two
+replicas, every replica gets every broadcast, requests are answered (the restart scenario for
+NATS and RabbitMQ is in test_broker_restart.py)."""
+
+from __future__ import annotations
+
+import docker
+import pytest
+from stacks import Stack, free_port, jobs_handled, log, unhandled, wait_for
+
+URLS = {
+    "nats": "nats://nats:4222",
+    "rabbitmq": "amqp://guest:guest@rabbitmq:5672/",
+    # The local Kafka-protocol image (tansu) has no idempotent producers.
+    "kafka": "kafka://kafka:9092?idempotence=false",
+}
+
+
+@pytest.mark.parametrize("broker", list(URLS))
+def test_replicas_share_a_group_over_a_broker(
+    engine: docker.DockerClient, images: str, broker: str
+) -> None:
+    env = {
+        "MESHBUS_URL": URLS[broker],
+        "WORKERS": "2",
+        **{f"{b.upper()}_PORT": str(free_port()) for b in URLS},
+    }
+    stack = Stack(engine, f"brokered-{broker}", ["brokered.yml"], env, [broker])
+    try:
+        stack.compose("up", "--detach", "--wait", broker, "worker", timeout=300)
+        wait_for(
+            "two workers ready",
+            lambda: sum(r["kind"] == "ready" for r in stack.logs.records("worker")) == 2,
+            60,
+        )
+        out = stack.compose(
+            "run", "--rm", "--no-deps", "producer", "python", "examples/producer.py",
+            "--jobs", "200", "--events", "3", "--requests", "2", "--settle", "2", "--keys", "16",
+        )  # fmt: skip
+        assert '"kind": "done", "jobs": 200, "confirmed": 200' in out, out[-2000:]
+        sent = set(range(200))
+        wait_for(
+            "every job handled",
+            lambda: sent <= set(jobs_handled(stack.logs.records("worker"))),
+            60,
+            detail=lambda: unhandled(stack, sent),
+        )
+        records = stack.logs.records("worker")
+        per_worker: dict[str, int] = {}
+        for r in records:
+            if r["kind"] == "job" and r["subject"] == "jobs.work":
+                per_worker[r["worker"]] = per_worker.get(r["worker"], 0) + 1
+        log(f"{broker}: jobs per replica {per_worker}")
+        assert len(per_worker) == 2, per_worker
+        for worker in {r["worker"] for r in records if r["kind"] == "ready"}:
+            events = sorted(
+                r["seq"] for r in records if r["worker"] == worker and r["kind"] == "event"
+            )
+            assert events == [0, 1, 2], f"{worker} got broadcasts {events}"
+        assert out.count('"kind": "reply"') == 2
+    finally:
+        stack.down()
