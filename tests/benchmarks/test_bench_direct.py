@@ -161,12 +161,15 @@ def test_one_way(benchmark: Any, run: Runner, receiver: Any, size: str) -> None:
             cpu[path].append(time.process_time() - used)
 
     try:
-        benchmark.pedantic(lambda: run(pair), rounds=7, warmup_rounds=1)
+        run(pair)  # warm-up (also under --benchmark-disable, where pedantic runs once)
+        for record in (*seconds.values(), *cpu.values(), *(p.cpu_spent for p in paths.values())):
+            record.clear()
+        benchmark.pedantic(lambda: run(pair), rounds=7)
     finally:
         for _, close in senders.values():
             run(close)
-    rate = {path: count / statistics.median(seconds[path][1:]) for path in seconds}
-    ratios = [raw / tcp for raw, tcp in zip(seconds["raw"][1:], seconds["tcp"][1:], strict=True)]
+    rate = {path: count / statistics.median(seconds[path]) for path in seconds}
+    ratios = [raw / tcp for raw, tcp in zip(seconds["raw"], seconds["tcp"], strict=True)]
     info = benchmark.extra_info
     info["msgs_per_s"] = round(rate["tcp"])
     info["baseline_msgs_per_s"] = round(rate["raw"])
@@ -174,8 +177,8 @@ def test_one_way(benchmark: Any, run: Runner, receiver: Any, size: str) -> None:
     info["ratio_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
     for path in ("raw", "tcp"):
         info[f"{path}_cpu_us_per_msg"] = [  # sender, receiver
-            round(min(cpu[path][1:]) / count * 1e6, 2),
-            round(min(paths[path].cpu_spent[1:]) / count * 1e6, 2),
+            round(min(cpu[path]) / count * 1e6, 2),
+            round(min(paths[path].cpu_spent) / count * 1e6, 2),
         ]
 
 
@@ -196,21 +199,20 @@ def test_round_trip(benchmark: Any, run: Runner, receiver: Any) -> None:
         await client.request("bench.rpc", payload, timeout=5)
 
     samples: dict[str, list[float]] = {"raw": [], "tcp": []}
-    rounds = 0
 
     async def session() -> None:
-        nonlocal rounds
-        rounds += 1
         for _ in range(ROUND_TRIPS // 100):
             for path, ask in (("raw", raw), ("tcp", tcp)):
                 for _ in range(100):
                     start = time.perf_counter()
                     await ask()
-                    if rounds > 1:  # not the warm-up round
-                        samples[path].append(time.perf_counter() - start)
+                    samples[path].append(time.perf_counter() - start)
 
     try:
-        benchmark.pedantic(lambda: run(session), rounds=3, warmup_rounds=1)
+        run(session)  # warm-up (also under --benchmark-disable, where pedantic runs once)
+        for values in samples.values():
+            values.clear()
+        benchmark.pedantic(lambda: run(session), rounds=3)
     finally:
         writer.close()
         run(client.close)
