@@ -291,7 +291,19 @@ class _Member(_Subscriber):
                     self.in_flight[id(entry)] = entry
                     if queue and group.waiters:
                         _wake_first(group.waiters)
-                    return _deliver(entry.envelope, entry.attempt, self, entry)
+                    envelope = entry.envelope  # _deliver, written out: once per message
+                    headers = envelope.headers
+                    return Message._received(
+                        envelope.subject,
+                        envelope.data,
+                        dict(headers),
+                        envelope.key,
+                        envelope.id,
+                        entry.attempt,
+                        headers.get(REPLY_TO),
+                        self,
+                        entry,
+                    )
                 await self._wait(group.waiters)
             else:
                 await self._wait(None)
