@@ -2,13 +2,14 @@
 
 For each message the dialler picks, from its connected peers' interests, every peer with a
 matching broadcast interest and one peer per group (by key where the message has one, so a
-key's messages stay in order; round robin otherwise). It returns once every chosen peer has
-ACCEPTed (queued the message for a subscriber). A peer that refuses loses its share of groups
-to another member. A peer that is disconnected keeps its last known interests: copies owed to
-it (a broadcast copy, or a group copy no connected member can take) wait for it to come back,
-up to the publish timeout, and then the publish raises ``PublishTimeout`` — a message is never
-dropped unseen for a subscriber that may still be there. Subscriptions are served by the bus's
-listen address.
+key's messages stay in order; round robin otherwise), from a plan cached per subject. Each
+peer's share of a ``publish_many`` goes out as few PUB frames, and it returns once every chosen
+peer has ACCEPTed (queued the message for a subscriber). A peer that refuses loses its share
+of groups to another member. A peer that is disconnected keeps its last known interests: copies
+owed to it (a broadcast copy, or a group copy no connected member can take) wait for it to come
+back, up to the publish timeout, and then the publish raises ``PublishTimeout`` — a message is
+never dropped unseen for a subscriber that may still be there. Subscriptions are served by the
+bus's listen address.
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """The listening side of the direct channels (``listen="tcp://0.0.0.0:7000"``).
 
 It serves this process's subscriptions: each local group and each broadcast pattern is an
-*interest*, announced to every connected peer (and kept current); PUBs that peers send for
-those interests are queued into a private in-process hub, which gives the memory channel's
+*interest*, announced to every connected peer (and kept current); messages that peers send
+for those interests are queued into a private in-process hub, which gives the memory channel's
 semantics locally (one member per group, every broadcast subscriber, nack and redelivery among
-local members). A PUB is ACCEPTed once queued; credit goes back to its sender as local
-subscribers take messages, so a slow consumer slows its publishers.
+local members). They are queued from the connection's read callback, a PUB frame at a time,
+and the frame is ACCEPTed once they are (only a message waiting for room in a full broadcast
+buffer goes through a backlog task). Credit goes back to the sender as local subscribers take
+messages, so a slow consumer slows its publishers.
 """
 
 from __future__ import annotations
