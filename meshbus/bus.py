@@ -297,6 +297,8 @@ class Bus(AsyncResource):
         self._check_open()
         batches: dict[int, tuple[Transport, list[Envelope]]] = {}
         ids: list[str] = []
+        last: Transport | None = None
+        envelopes: list[Envelope] = []
         for item in messages:
             if isinstance(item, Outgoing):
                 subject, payload, key, headers = item.subject, item.payload, item.key, item.headers
@@ -305,7 +307,12 @@ class Bus(AsyncResource):
                 key, headers = None, None
             transport = self._transport_for(subject)
             envelope = self._envelope(transport, subject, payload, key, headers)
-            batches.setdefault(id(transport), (transport, []))[1].append(envelope)
+            if transport is not last:  # runs of one channel skip the lookup
+                batch = batches.get(id(transport))
+                if batch is None:
+                    batch = batches[id(transport)] = (transport, [])
+                last, envelopes = transport, batch[1]
+            envelopes.append(envelope)
             ids.append(envelope.id)
         wait = self.publish_timeout if timeout is None else timeout
         self._begin()

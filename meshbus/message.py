@@ -13,6 +13,7 @@ from meshbus.transport import Envelope, Settler
 __all__ = ["Message"]
 
 T = TypeVar("T")
+_new = object.__new__
 
 
 class _Unsettleable:
@@ -93,6 +94,35 @@ class Message:
         self._settler = settler
         self._settled = False
 
+    @classmethod
+    def _received(
+        cls,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str],
+        key: str | None,
+        id: str,
+        attempt: int,
+        reply_to: str | None,
+        settler: Settler,
+        token: Any,
+    ) -> Message:
+        """What ``__init__`` does, for channels' receive paths, which make one per message:
+        positional and without ``__init__``'s keyword handling (about 2.5x cheaper). Keep the
+        two in step."""
+        message = _new(cls)
+        message.subject = subject
+        message.data = data
+        message.headers = headers
+        message.key = key
+        message.id = id
+        message.attempt = attempt
+        message.reply_to = reply_to
+        message.token = token
+        message._settler = settler
+        message._settled = False
+        return message
+
     # -- reading ---------------------------------------------------------------------------
 
     @property
@@ -137,7 +167,7 @@ class Message:
     async def ack(self) -> None:
         """Settle: the message is done with and will not come again."""
         if self._settled:
-            self._settle("ack")  # raises
+            self._settle("ack")  # raises AlreadySettled
         self._settled = True
         await self._settler.ack(self)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from meshbus._resource import AsyncResource
@@ -63,14 +64,18 @@ class Subscription(AsyncResource):
     def __aiter__(self) -> Subscription:
         return self
 
-    async def __anext__(self) -> Message:
+    def __anext__(self) -> Awaitable[Message]:
+        # A plain method returning the channel's own awaitable: one coroutine less per message.
         if self._state != 1:
-            if self._state == 0:
-                raise Closed("enter the subscription first: 'async with bus.subscribe(...)'")
-            raise StopAsyncIteration
+            return self._not_iterating()
         if self._single is not None:
-            return await self._single.__anext__()
-        return await self._next_of_several()
+            return self._single.__anext__()
+        return self._next_of_several()
+
+    async def _not_iterating(self) -> Message:
+        if self._state == 0:
+            raise Closed("enter the subscription first: 'async with bus.subscribe(...)'")
+        raise StopAsyncIteration
 
     async def _next_of_several(self) -> Message:
         """The next message from whichever channel has one. Nothing is read ahead: reads are

@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from meshbus.config import parse_url
@@ -71,18 +71,29 @@ class _Entry:
         self.on_take = on_take
 
 
+class ReplyWaiter(Protocol):
+    """Where ``respond`` puts the reply to a request: an ``asyncio.Future``, or anything that
+    can be completed the same way."""
+
+    def done(self) -> bool:
+        """True once a reply was set."""
+
+    def set_result(self, result: Envelope, /) -> None:
+        """Hand over the reply."""
+
+
 def _deliver(envelope: Envelope, attempt: int, settler: Any, token: Any) -> Message:
     headers = envelope.headers
-    return Message(
+    return Message._received(
         envelope.subject,
         envelope.data,
         dict(headers),
-        key=envelope.key,
-        id=envelope.id,
-        attempt=attempt,
-        reply_to=headers.get(REPLY_TO),
-        settler=settler,
-        token=token,
+        envelope.key,
+        envelope.id,
+        attempt,
+        headers.get(REPLY_TO),
+        settler,
+        token,
     )
 
 
@@ -94,7 +105,7 @@ class _Hub:
         self.broadcast: SubjectIndex[_Broadcast] = SubjectIndex()
         self.groups: dict[tuple[str, str], _Group] = {}
         self.group_index: SubjectIndex[_Group] = SubjectIndex()
-        self.pending: dict[str, asyncio.Future[Envelope]] = {}
+        self.pending: dict[str, ReplyWaiter] = {}
         self.request_ids = 0
 
     def group(self, pattern: str, name: str) -> _Group:
@@ -161,7 +172,8 @@ class _Group:
 
     def put(self, entry: _Entry) -> None:
         self.queue.append(entry)
-        _wake_first(self.waiters)
+        if self.waiters:
+            _wake_first(self.waiters)
 
     def put_back(self, entries: list[_Entry]) -> None:
         self.queue.extendleft(reversed(entries))
@@ -180,6 +192,9 @@ class _Subscriber:
         self.closing = False
         self.waiter: asyncio.Future[None] | None = None
         self.drained: asyncio.Event | None = None
+        self.on_close: Callable[[], Awaitable[None]] | None = None
+        """Awaited once the subscriber has closed (the direct listener withdraws its
+        interest)."""
 
     def __aiter__(self) -> _Subscriber:
         return self
@@ -205,15 +220,22 @@ class _Subscriber:
             self.waiter = None
 
     def _settled(self, message: Message) -> _Entry | None:
-        entry = self.in_flight.pop(id(message.token), None)
-        if not self.closing and len(self.in_flight) + 1 == self.prefetch:
+        in_flight = self.in_flight
+        entry = in_flight.pop(id(message.token), None)
+        if len(in_flight) + 1 == self.prefetch and not self.closing:
             self._wake_self()
-        if self.drained is not None and not self.in_flight:
+        if self.drained is not None and not in_flight:
             self.drained.set()
         return entry
 
     async def ack(self, message: Message) -> None:
-        self._settled(message)
+        # _settled, written out: ack is the settle of nearly every message.
+        in_flight = self.in_flight
+        in_flight.pop(id(message.token), None)
+        if len(in_flight) + 1 == self.prefetch and not self.closing:
+            self._wake_self()
+        if self.drained is not None and not in_flight:
+            self.drained.set()
 
     async def nack(self, message: Message, delay: float | None) -> None:
         self._settled(message)
@@ -259,16 +281,29 @@ class _Member(_Subscriber):
             if self.closing:
                 raise StopAsyncIteration
             if len(self.in_flight) < self.prefetch:
-                if group.queue:
-                    entry = group.queue.popleft()
+                queue = group.queue
+                if queue:
+                    entry = queue.popleft()
                     entry.attempt += 1
                     if entry.on_take is not None:
                         entry.on_take()
                         entry.on_take = None
                     self.in_flight[id(entry)] = entry
-                    if group.queue:
+                    if queue and group.waiters:
                         _wake_first(group.waiters)
-                    return _deliver(entry.envelope, entry.attempt, self, entry)
+                    envelope = entry.envelope  # _deliver, written out: once per message
+                    headers = envelope.headers
+                    return Message._received(
+                        envelope.subject,
+                        envelope.data,
+                        dict(headers),
+                        envelope.key,
+                        envelope.id,
+                        entry.attempt,
+                        headers.get(REPLY_TO),
+                        self,
+                        entry,
+                    )
                 await self._wait(group.waiters)
             else:
                 await self._wait(None)
@@ -304,6 +339,8 @@ class _Member(_Subscriber):
         left = await self._drain(timeout)
         if left:
             self.group.put_back(left)
+        if self.on_close is not None:
+            await self.on_close()
 
 
 class _Broadcast(_Subscriber):
@@ -355,6 +392,8 @@ class _Broadcast(_Subscriber):
                 waiter.set_result(None)
         # Settling a broadcast message changes nothing, so closing does not wait for it.
         await self._drain(0)
+        if self.on_close is not None:
+            await self.on_close()
 
 
 class MemoryTransport:

@@ -1,4 +1,6 @@
-"""Print the figures `make bench` cares about (msgs/s, p50, p99) from a benchmark JSON file."""
+"""Print the figures `make bench` cares about (msgs/s, p50, p99, and a ratio to the baseline
+where a benchmark measures one beside it, with the range over its rounds) from a benchmark JSON
+file."""
 
 from __future__ import annotations
 
@@ -6,23 +8,28 @@ import json
 import sys
 
 
+def _range(value: object) -> str:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return f"{value[0]}-{value[1]}"
+    return str(value) if value else ""
+
+
 def main(path: str) -> None:
     with open(path) as handle:
         results = json.load(handle)
-    print(f"\n{'benchmark':<52}{'msgs/s':>12}{'p50 µs':>10}{'p99 µs':>10}  baseline, same run")
+    print(
+        f"\n{'benchmark':<52}{'msgs/s':>12}{'p50 µs':>10}{'p99 µs':>10}{'baseline':>12}"
+        f"{'ratio':>8}  rounds"
+    )
     for bench in sorted(results["benchmarks"], key=lambda b: b["name"]):
         info = bench.get("extra_info", {})
         rate = info.get("msgs_per_s", "")
-        line = (
+        baseline = info.get("baseline_msgs_per_s", info.get("baseline_p50_us", ""))
+        print(
             f"{bench['name']:<52}{rate:>12}{info.get('p50_us', ''):>10}{info.get('p99_us', ''):>10}"
+            f"{baseline:>12}{info.get('ratio', ''):>8}  {_range(info.get('ratio_range'))}"
         )
-        if "ratio" in info:  # measured beside its baseline, round by round
-            line += (
-                f"  {info['baseline_msgs_per_s']}/s, ratio {info['ratio']}"
-                f" (rounds {info['ratio_range']})"
-            )
-        print(line)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else ".benchmarks/latest.json")
+    main(sys.argv[1])

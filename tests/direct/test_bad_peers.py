@@ -68,7 +68,7 @@ def hello(**changes: object) -> bytes:
         ("a zero length prefix", struct.pack(">IB", 0, 1), "frame length"),
         ("a wrong magic", struct.pack(">IB", 9, 1) + b"HTTP/1.1", "MBUS magic"),
         ("a newer protocol version", struct.pack(">IB", 6, 1) + b"MBUS\x09", "version 9"),
-        ("a malformed hello", struct.pack(">IB", 8, 1) + b"MBUS\x01{]", "malformed hello"),
+        ("a malformed hello", struct.pack(">IB", 8, 1) + b"MBUS\x02{]", "malformed hello"),
         (
             "a frame before the hello",
             b"".join(encode(Pub(seq=1, subject="a", data=b""))),

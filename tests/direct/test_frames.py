@@ -19,10 +19,13 @@ from meshbus.channels.direct.frames import (
     Ping,
     Pong,
     Pub,
+    Pubs,
     Refuse,
     Reply,
     Uninterest,
     encode,
+    encode_pubs,
+    encode_request,
 )
 from meshbus.errors import ProtocolError
 
@@ -32,18 +35,27 @@ headers = st.dictionaries(st.text(min_size=1, max_size=10), text, max_size=4)
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
 
+pub = st.builds(
+    Pub,
+    seq=st.just(0),
+    subject=short_text,
+    data=st.binary(max_size=300),
+    targets=st.lists(u32, max_size=5).map(tuple),
+    headers=headers,
+    key=st.none() | text,
+    id=short_text,
+    request=st.booleans(),
+)
+
+
+def numbered(first: int, messages: list[Pub]) -> Pubs:
+    for at, message in enumerate(messages):
+        message.seq = first + at
+    return Pubs(tuple(messages))
+
+
 frames: st.SearchStrategy[Frame] = st.one_of(
-    st.builds(
-        Pub,
-        seq=u64,
-        subject=short_text,
-        data=st.binary(max_size=300),
-        targets=st.lists(u32, max_size=5).map(tuple),
-        headers=headers,
-        key=st.none() | text,
-        id=short_text,
-        request=st.booleans(),
-    ),
+    st.builds(numbered, u64, st.lists(pub, min_size=1, max_size=4)),
     st.builds(Accept, u64),
     st.builds(Refuse, u64, st.integers(0, 255), text),
     st.builds(Credit, u32),
@@ -120,8 +132,13 @@ def test_an_oversized_length_prefix_fails_before_the_body_arrives() -> None:
         (struct.pack(">IB", 3, 5) + b"\0\0", "ACCEPT frame is truncated"),
         (struct.pack(">IB", 10, 5) + b"\0" * 9, "ACCEPT frame has 1 extra bytes"),
         (struct.pack(">IB", 9, 1) + b"HTTP/1.1", "no MBUS magic"),
-        (struct.pack(">IB", 6, 1) + b"MBUS\x02", "version 2"),
-        (struct.pack(">IB", 8, 1) + b"MBUS\x01{}", "malformed hello"),
+        (struct.pack(">IB", 6, 1) + b"MBUS\x01", "version 1"),
+        (struct.pack(">IB", 11, 4) + b"\0" * 10, "PUB frame carries no message"),
+        (
+            struct.pack(">IB", 26, 4) + b"\0" * 9 + b"\1" + b"\0" * 14 + b"\1",
+            "PUB frame is truncated",
+        ),
+        (struct.pack(">IB", 8, 1) + b"MBUS\x02{}", "malformed hello"),
         (struct.pack(">IB", 5, 11) + b"\x00\x02\xff\xfe", "not UTF-8"),
     ],
 )
@@ -131,7 +148,7 @@ def test_malformed_frames_say_what_is_wrong(raw: bytes, match: str) -> None:
 
 
 def test_a_bad_hello_field_type() -> None:
-    body = b'MBUS\x01{"node":"n","max_frame":"big","credit":1,"interests":[]}'
+    body = b'MBUS\x02{"node":"n","max_frame":"big","credit":1,"interests":[]}'
     with pytest.raises(ProtocolError, match="wrong type"):
         FrameDecoder().feed(struct.pack(">IB", 1 + len(body), 1) + body)
 
@@ -141,6 +158,24 @@ def test_fields_too_long_for_the_wire_raise_at_encoding() -> None:
         encode(Pub(seq=1, subject="s" * 300, data=b""))
 
 
-def test_the_payload_is_not_copied() -> None:
-    payload = b"p" * 1000
-    assert encode(Pub(seq=1, subject="a", data=payload))[1] is payload
+def test_a_lone_pub_is_a_frame_of_one() -> None:
+    message = Pub(seq=7, subject="a", data=b"p" * 1000, targets=(3,), key="k")
+    assert FrameDecoder().feed(b"".join(encode(message))) == [Pubs((message,))]
+
+
+def test_pub_frames_keep_within_the_limit() -> None:
+    items = [(Pub(0, "a.b", b"x" * 100), (1,), False) for _ in range(50)]
+    frame, count = encode_pubs(5, items, limit=1000)
+    assert len(frame) <= 1004
+    assert 0 < count < 50
+    [pubs] = FrameDecoder().feed(frame)
+    assert isinstance(pubs, Pubs)
+    assert [p.seq for p in pubs.messages] == list(range(5, 5 + count))
+    # One message larger than the limit still goes alone (the payload limit bounds it).
+    frame, count = encode_pubs(1, items, limit=10)
+    assert count == 1
+
+
+@given(pub, st.lists(u32, max_size=3).map(tuple))
+def test_a_request_frame_is_a_pub_frame_of_one(message: Pub, targets: tuple[int, ...]) -> None:
+    assert encode_request(9, message, targets) == encode_pubs(9, [(message, targets, True)])[0]

@@ -1,5 +1,11 @@
-"""One direct-channel connection: hello exchange, framed reads and coalesced writes,
-heartbeats, and PING barriers."""
+"""One direct-channel connection: hello exchange, framed reads into a preallocated buffer,
+coalesced writes, heartbeats, and PING barriers.
+
+:class:`Wire` is the socket side (an ``asyncio.BufferedProtocol``): bytes land in one buffer that
+is reused, frames are cut from it where they lie, and a buffer larger than the usual one is
+made only for a frame whose length has passed the largest-frame check. Frames go to the
+connection's handler from the read callback itself, with no task in between.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import contextlib
 import hmac
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from meshbus.channels.direct.frames import (
     DEFAULT_MAX_FRAME,
@@ -22,13 +28,15 @@ from meshbus.channels.direct.frames import (
 )
 from meshbus.errors import AuthenticationFailed, ConnectionLost, ProtocolError
 
-__all__ = ["Connection", "ConnectionSettings", "SilentPeer"]
+__all__ = ["Connection", "ConnectionSettings", "SilentPeer", "Wire"]
 
 log = logging.getLogger("meshbus.direct")
 
 AUTH_REFUSED = "authentication failed"
 _HIGH_WATER = 256 * 1024
 _READ_SIZE = 256 * 1024
+_MIN_ROOM = 64 * 1024
+_CLOSED = "peer closed the connection"
 
 
 class SilentPeer(ProtocolError):
@@ -55,38 +63,164 @@ class ConnectionSettings:
         self.credit = credit
 
 
-Handler = Callable[[Frame], Awaitable[None] | None]
+Handler = Callable[[Frame], None]
+
+
+class Wire(asyncio.BufferedProtocol):
+    """The socket side of one connection (see the module docstring).
+
+    Until a :class:`Connection` takes it over, frames are kept in ``frames`` for the hello
+    exchange; afterwards they go to ``sink`` as they are cut.
+    """
+
+    def __init__(self, max_frame: int, on_made: Callable[[Wire], None] | None = None) -> None:
+        self.decoder = FrameDecoder(max_frame)
+        self.on_made = on_made
+        self.transport: asyncio.Transport | None = None
+        self.frames: list[Frame] = []
+        self.sink: Callable[[list[Frame]], None] | None = None
+        self.on_lost: Callable[[str], None] | None = None
+        self.lost: str | None = None  # why the connection ended (None while it is up)
+        self.error: ProtocolError | None = None
+        self.last_heard = 0.0
+        self.received = 0  # bytes so far (a peer that closes having sent none is a probe)
+        self.paused = False
+        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._buffer = bytearray(_READ_SIZE)
+        self._start = 0  # unread bytes are _buffer[_start:_end]
+        self._end = 0
+        self._wanted = 0  # the full size of the incomplete frame at _start, when known
+        self._waiters: list[asyncio.Future[None]] = []
+
+    # -- asyncio.BufferedProtocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        self.last_heard = asyncio.get_running_loop().time()
+        if self.on_made is not None:
+            self.on_made(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        pending = self._end - self._start
+        if self._wanted > len(self._buffer):
+            # A frame larger than the buffer, its length already checked: room for all of it.
+            bigger = bytearray(self._wanted)
+            bigger[:pending] = self._buffer[self._start : self._end]
+            self._buffer, self._start, self._end = bigger, 0, pending
+        elif len(self._buffer) > _READ_SIZE and max(pending, self._wanted) <= _READ_SIZE // 2:
+            smaller = bytearray(_READ_SIZE)  # the big frame is gone: give the memory back
+            smaller[:pending] = self._buffer[self._start : self._end]
+            self._buffer, self._start, self._end = smaller, 0, pending
+        elif len(self._buffer) - self._end < max(_MIN_ROOM, self._wanted - pending):
+            self._buffer[:pending] = self._buffer[self._start : self._end]
+            self._start, self._end = 0, pending
+        return memoryview(self._buffer)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+        self.received += nbytes
+        self.last_heard = asyncio.get_running_loop().time()
+        try:
+            frames, self._start, self._wanted = self.decoder.cut(
+                self._buffer, self._start, self._end
+            )
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        if self._start == self._end:
+            self._start = self._end = 0
+        if not frames:
+            return
+        if self.sink is not None:
+            self.sink(frames)
+        else:
+            self.frames.extend(frames)
+            self._wake()
+
+    def eof_received(self) -> bool | None:
+        return None  # close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = _CLOSED if exc is None else f"connection error: {exc}"
+        if self.lost is None:
+            self.lost = reason
+        if not self.gone.done():
+            self.gone.set_result(None)
+        self._wake()
+        if self.on_lost is not None:
+            self.on_lost(self.lost)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake()
+
+    # -- for the connection ----------------------------------------------------------------
+
+    def _fail(self, exc: ProtocolError) -> None:
+        self.error = exc
+        self.lost = f"protocol error: {exc}"
+        if self.on_lost is not None:
+            self.on_lost(self.lost)
+        else:
+            self._wake()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def changed(self) -> None:
+        """Wait until frames arrive, writing may resume, or the connection ends."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+    async def first_frames(self) -> list[Frame]:
+        """The frames received so far, waiting for at least one (hello phase)."""
+        while not self.frames:
+            if self.error is not None:
+                raise ProtocolError(str(self.error))
+            if self.lost is not None:
+                if not self.received and self.lost == _CLOSED:
+                    raise SilentPeer("peer closed the connection without a word")
+                raise ProtocolError(f"peer closed the connection before its hello ({self.lost})")
+            await self.changed()
+        frames, self.frames = self.frames, []
+        return frames
 
 
 class Connection:
     """A framed, heartbeated connection to one peer, after a successful hello.
 
-    Frames other than PING/PONG go to ``handler`` in arrival order. ``closed`` is set when the
-    connection ends, for any reason (``reason`` says which).
+    Frames other than PING/PONG go to ``handler`` in arrival order, from the read callback.
+    ``closed`` is set when the connection ends, for any reason (``reason`` says which).
     """
 
     def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        settings: ConnectionSettings,
-        peer_hello: Hello,
-        decoder: FrameDecoder,
-        leftover: list[Frame],
+        self, wire: Wire, settings: ConnectionSettings, peer_hello: Hello, leftover: list[Frame]
     ) -> None:
-        self.reader = reader
-        self.writer = writer
+        assert wire.transport is not None
+        self.wire = wire
+        self.transport = wire.transport
         self.settings = settings
         self.peer = peer_hello
-        self.name = f"{peer_hello.node}@{writer.get_extra_info('peername')}"
-        self._decoder = decoder
+        self.name = f"{peer_hello.node}@{self.transport.get_extra_info('peername')}"
         self._leftover = leftover
+        self._handler: Handler | None = None
         self._nonces = itertools.count(1)
         self._pings: dict[int, asyncio.Future[None]] = {}
-        self._last_heard = asyncio.get_running_loop().time()
+        self._bye = ""
         self.closed = asyncio.Event()
         self.reason = ""
-        self._tasks: list[asyncio.Task[None]] = []
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._out: list[bytes] = []
         self._out_size = 0
         self._flush_due = False
@@ -95,13 +229,7 @@ class Connection:
 
     @classmethod
     async def establish(
-        cls,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        settings: ConnectionSettings,
-        hello: Hello,
-        *,
-        accepting: bool = False,
+        cls, wire: Wire, settings: ConnectionSettings, hello: Hello, *, accepting: bool = False
     ) -> Connection:
         """Exchange hellos; raise ``ProtocolError`` / ``AuthenticationFailed`` (and close the
         socket) when the peer's is not acceptable.
@@ -110,21 +238,13 @@ class Connection:
         nothing — neither its subscriptions nor anything else — until the peer's hello and
         token have been checked, and never sends the token itself.
         """
-        decoder = FrameDecoder(settings.max_frame)
+        transport = wire.transport
+        assert transport is not None
         try:
             if not accepting:
-                writer.writelines(encode(hello))
+                transport.write(b"".join(encode(hello)))
             async with asyncio.timeout(settings.hello_timeout):
-                frames: list[Frame] = []
-                received = 0
-                while not frames:
-                    data = await reader.read(_READ_SIZE)
-                    if not data:
-                        if not received:
-                            raise SilentPeer("peer closed the connection without a word")
-                        raise ProtocolError("peer closed the connection before its hello")
-                    received += len(data)
-                    frames = decoder.feed(data)
+                frames = await wire.first_frames()
             first, rest = frames[0], frames[1:]
             if isinstance(first, Bye):
                 if first.reason.startswith(AUTH_REFUSED):
@@ -138,56 +258,75 @@ class Connection:
                 and not hmac.compare_digest((first.token or "").encode(), settings.token.encode())
             ):
                 with contextlib.suppress(Exception):
-                    writer.writelines(encode(Bye(f"{AUTH_REFUSED}: wrong or missing token")))
+                    transport.write(
+                        b"".join(encode(Bye(f"{AUTH_REFUSED}: wrong or missing token")))
+                    )
                 raise AuthenticationFailed("peer's hello carries a wrong or missing token")
             if accepting:
-                writer.writelines(encode(hello))
+                transport.write(b"".join(encode(hello)))
         except TimeoutError:
-            writer.close()
+            transport.close()
             raise ProtocolError(
                 f"peer said nothing within {settings.hello_timeout:g} s (no hello)"
             ) from None
         except BaseException:
-            writer.close()
+            transport.close()
             raise
-        return cls(reader, writer, settings, first, decoder, rest)
+        return cls(wire, settings, first, rest)
 
     def start(self, handler: Handler) -> None:
-        """Begin reading (frames go to ``handler``) and heartbeating."""
-        self._tasks = [
-            asyncio.create_task(self._read_loop(handler)),
-            asyncio.create_task(self._heartbeat()),
-        ]
+        """Begin handing frames to ``handler``, and heartbeating."""
+        self._handler = handler
+        self._heartbeat_task = asyncio.create_task(self._heartbeat())
+        wire = self.wire
+        pending = self._leftover + wire.frames
+        self._leftover, wire.frames = [], []
+        wire.sink = self._on_frames
+        wire.on_lost = self._lost
+        if pending:
+            self._on_frames(pending)
+        if wire.lost is not None:
+            self._lost(wire.lost)
 
     # -- sending -------------------------------------------------------------------------------
 
-    def send(self, frame: Frame) -> None:
-        """Queue ``frame``; frames queued in one turn of the event loop go out in one write."""
+    def send(self, frame: Frame, *, now: bool = False) -> None:
+        """Queue ``frame``; frames queued in one turn of the event loop go out in one write.
+        ``now`` writes it, and what is queued, at once."""
         if self.closed.is_set():
             raise ConnectionLost(f"connection to {self.name} is closed: {self.reason}")
         self._out.extend(encode(frame))
         self._out_size += 1
-        if not self._flush_due:
+        if now:
+            self._flush()
+        elif not self._flush_due:
             self._flush_due = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def write(self, frame: bytes) -> None:
+        """Write an encoded frame now, after whatever was queued before it."""
+        if self.closed.is_set():
+            raise ConnectionLost(f"connection to {self.name} is closed: {self.reason}")
+        if self._out:
+            self._out.append(frame)
+            self._flush()
+        else:
+            self.transport.write(frame)
+
     def _flush(self) -> None:
         self._flush_due = False
-        if self._out and not self.closed.is_set():
+        if self._out and not self.transport.is_closing():
             out, self._out, self._out_size = self._out, [], 0
-            self.writer.writelines(out)
+            self.transport.write(b"".join(out))
 
     async def drain(self) -> None:
         """Wait while more than the high-water mark is buffered for writing."""
         if self._out_size >= 256:
             self._flush()
-        transport = self.writer.transport
-        if transport.get_write_buffer_size() > _HIGH_WATER:
-            try:
-                await self.writer.drain()
-            except (ConnectionError, RuntimeError) as exc:
-                self._end(f"write failed: {exc}")
-                raise ConnectionLost(f"connection to {self.name} lost: {exc}") from exc
+        while self.wire.paused:
+            if self.closed.is_set():
+                raise ConnectionLost(f"connection to {self.name} lost: {self.reason}")
+            await self.wire.changed()
 
     async def barrier(self, timeout: float) -> None:
         """Return once the peer has processed every frame sent before this call."""
@@ -201,52 +340,44 @@ class Connection:
         finally:
             self._pings.pop(nonce, None)
 
-    # -- the loops -----------------------------------------------------------------------------
+    # -- receiving -----------------------------------------------------------------------------
 
-    async def _read_loop(self, handler: Handler) -> None:
-        reason = "peer closed the connection"
+    def _on_frames(self, frames: list[Frame]) -> None:
+        handler = self._handler
+        assert handler is not None
         try:
-            pending = self._leftover
-            self._leftover = []
-            while True:
-                for frame in pending:
-                    if isinstance(frame, Ping):
-                        self.send(Pong(frame.nonce))
-                    elif isinstance(frame, Pong):
-                        waiter = self._pings.get(frame.nonce)
-                        if waiter is not None and not waiter.done():
-                            waiter.set_result(None)
-                    elif isinstance(frame, Bye):
-                        reason = f"peer said bye: {frame.reason}"
-                        result = handler(frame)
-                        if result is not None:
-                            await result
-                    else:
-                        result = handler(frame)
-                        if result is not None:
-                            await result
-                data = await self.reader.read(_READ_SIZE)
-                if not data:
-                    break
-                self._last_heard = asyncio.get_running_loop().time()
-                pending = self._decoder.feed(data)
-        except ProtocolError as exc:
-            reason = f"protocol error: {exc}"
-            log.warning("closing direct connection to %s: %s", self.name, exc)
-        except (ConnectionError, OSError) as exc:
-            reason = f"connection error: {exc}"
-        except asyncio.CancelledError:
-            reason = self.reason or "closed"
-            raise
-        finally:
-            self._end(reason)
+            for frame in frames:
+                if isinstance(frame, Ping):
+                    self.send(Pong(frame.nonce))
+                elif isinstance(frame, Pong):
+                    waiter = self._pings.get(frame.nonce)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+                else:
+                    if isinstance(frame, Bye):
+                        self._bye = f"peer said bye: {frame.reason}"
+                    handler(frame)
+                if self.closed.is_set():
+                    return
+        except ConnectionLost:
+            pass  # the connection ended while a frame was handled
+        except Exception as exc:
+            log.exception(
+                "closing direct connection to %s: a frame could not be handled", self.name
+            )
+            self._end(f"frame not handled: {exc!r}")
+
+    def _lost(self, reason: str) -> None:
+        if self.wire.error is not None:
+            log.warning("closing direct connection to %s: %s", self.name, self.wire.error)
+        self._end(self._bye or reason)
 
     async def _heartbeat(self) -> None:
         interval = self.settings.heartbeat
         loop = asyncio.get_running_loop()
         while not self.closed.is_set():
             await asyncio.sleep(interval)
-            silent = loop.time() - self._last_heard
+            silent = loop.time() - self.wire.last_heard
             if silent > 3 * interval:
                 log.warning("closing direct connection to %s: silent for %.1f s", self.name, silent)
                 self._end(f"peer silent for {silent:.1f} s")
@@ -266,20 +397,23 @@ class Connection:
         for waiter in self._pings.values():
             if not waiter.done():
                 waiter.set_exception(ConnectionLost(f"connection to {self.name} lost: {reason}"))
-        self.writer.close()
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
+        self.wire.sink = None
+        self.wire.on_lost = None
+        self.transport.close()
+        self.wire._wake()  # a drain() waiting for room sees the end
+        task = self._heartbeat_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     async def close(self, reason: str = "closing") -> None:
-        """Say bye, close the socket and stop the loops (idempotent)."""
+        """Say bye, close the socket and stop heartbeating (idempotent)."""
         if not self.closed.is_set():
             with contextlib.suppress(ConnectionLost, RuntimeError):
                 self.send(Bye(reason))
         self._end(reason)
-        for task in self._tasks:
+        if self._heartbeat_task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.writer.wait_closed()
+                await self._heartbeat_task
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await asyncio.shield(self.wire.gone)

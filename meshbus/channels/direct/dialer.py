@@ -2,13 +2,14 @@
 
 For each message the dialler picks, from its connected peers' interests, every peer with a
 matching broadcast interest and one peer per group (by key where the message has one, so a
-key's messages stay in order; round robin otherwise). It returns once every chosen peer has
-ACCEPTed (queued the message for a subscriber). A peer that refuses loses its share of groups
-to another member. A peer that is disconnected keeps its last known interests: copies owed to
-it (a broadcast copy, or a group copy no connected member can take) wait for it to come back,
-up to the publish timeout, and then the publish raises ``PublishTimeout`` — a message is never
-dropped unseen for a subscriber that may still be there. Subscriptions are served by the bus's
-listen address.
+key's messages stay in order; round robin otherwise), from a plan cached per subject. Each
+peer's share of a ``publish_many`` goes out as few PUB frames, and it returns once every chosen
+peer has ACCEPTed (queued the message for a subscriber). A peer that refuses loses its share
+of groups to another member. A peer that is disconnected keeps its last known interests: copies
+owed to it (a broadcast copy, or a group copy no connected member can take) wait for it to come
+back, up to the publish timeout, and then the publish raises ``PublishTimeout`` — a message is
+never dropped unseen for a subscriber that may still be there. Subscriptions are served by the
+bus's listen address.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from meshbus.channels.direct.config import DirectConfig
 from meshbus.channels.direct.frames import Hello, Reply
 from meshbus.channels.direct.listener import DirectListener
-from meshbus.channels.direct.peer import ACCEPTED, LOST, REFUSED, Peer
+from meshbus.channels.direct.peer import ACCEPTED, LOST, REFUSED, Batch, Item, Peer
 from meshbus.errors import (
     ConnectFailed,
     ConnectionLost,
@@ -32,15 +33,48 @@ from meshbus.errors import (
     PublishTimeout,
     RequestTimeout,
 )
-from meshbus.headers import CORRELATION_ID
-from meshbus.message import Message
+from meshbus.message import NO_SETTLER, Message
 from meshbus.transport import Capabilities, Envelope, TransportSubscription
 
 __all__ = ["TcpTransport"]
 
 GroupKey = tuple[str, str]
-Plan = dict[Peer, list[tuple[int, GroupKey | None]]]
-Sent = list[tuple[Peer, list[tuple[int, GroupKey | None]], "asyncio.Future[int] | None"]]
+Entries = list[tuple[int, GroupKey | None]]
+Plan = dict[Peer, Entries]
+Copies = list[tuple[Peer, tuple[int, ...], Entries]]
+"""The copies of one message: each peer, the interests it is for there, and why."""
+Outcomes = list[tuple[Peer, Entries, int]]
+"""What became of copies of one message: ACCEPTED, REFUSED or LOST."""
+
+
+class _Route:
+    """Where a subject's messages go, worked out once per subject and kept until a peer
+    connects, leaves or changes its interests: every peer's broadcast interests, and each
+    group's candidates (the connected members, or all if none is). ``fixed`` holds the copies
+    outright when no group leaves a choice to make."""
+
+    __slots__ = ("broadcast", "fixed", "groups")
+
+    def __init__(
+        self, broadcast: Plan, groups: list[tuple[GroupKey, list[tuple[Peer, int]]]]
+    ) -> None:
+        self.broadcast = broadcast
+        self.groups = groups
+        self.fixed: Copies | None = None
+        if all(len(candidates) == 1 for _, candidates in groups):
+            plan: Plan = {peer: list(entries) for peer, entries in broadcast.items()}
+            for key, [(peer, interest_id)] in groups:
+                plan.setdefault(peer, []).append((interest_id, key))
+            self.fixed = _copies(plan)
+
+
+def _copies(plan: Plan) -> Copies:
+    return [(peer, tuple(i for i, _ in entries), entries) for peer, entries in plan.items()]
+
+
+def _expire(reply: asyncio.Future[Reply]) -> None:
+    if not reply.done():
+        reply.set_exception(TimeoutError())
 
 
 class TcpTransport:
@@ -69,10 +103,12 @@ class TcpTransport:
         self.peers: list[Peer] = []
         self._membership = asyncio.Event()
         self._round_robin = itertools.count()
+        self._routes: dict[str, _Route] = {}
 
     def _add_peer(self, host: str, port: int) -> Peer:
         """Start dialling one more peer."""
         peer = Peer(host, port, self.config, self._hello, self._peer_state)
+        peer.on_change = self._routes.clear
         self.peers.append(peer)
         peer.start()
         self._membership_changed()
@@ -90,6 +126,7 @@ class TcpTransport:
         await peer.stop()
 
     def _membership_changed(self) -> None:
+        self._routes.clear()
         self._membership.set()
         self._membership = asyncio.Event()
 
@@ -111,6 +148,12 @@ class TcpTransport:
                 f"no {self.config.scheme}:// peer answered within "
                 f"{self.config.connect_timeout:g} s ({errors})"
             ) from None
+
+    def _connected(self) -> bool:
+        for peer in self.peers:  # noqa: SIM110 -- a loop costs less than any() per request
+            if peer.ready.is_set():
+                return True
+        return False
 
     async def _wait_connected(self, timeout: float | None) -> None:
         async with asyncio.timeout(timeout):
@@ -149,28 +192,106 @@ class TcpTransport:
             plan.setdefault(peer, []).append((interest_id, key))
         return plan
 
-    async def _send(self, envelope: Envelope, plan: Plan) -> Sent:
-        sent: Sent = []
-        for peer, entries in plan.items():
-            try:
-                fate, _ = await peer.send(envelope, tuple(i for i, _ in entries))
-            except ConnectionLost:
-                sent.append((peer, entries, None))
-                continue
-            sent.append((peer, entries, fate))
-        return sent
+    def _route(self, subject: str) -> _Route:
+        broadcast: Plan = {}
+        groups: dict[GroupKey, list[tuple[Peer, int]]] = {}
+        for peer in self.peers:
+            # A disconnected peer counts with its last known interests: its copies wait for it.
+            for interest in peer.index.lookup(subject):
+                if interest.group is None:
+                    broadcast.setdefault(peer, []).append((interest.id, None))
+                else:
+                    key = (interest.pattern, interest.group)
+                    groups.setdefault(key, []).append((peer, interest.id))
+        choices = [
+            (key, [c for c in candidates if c[0].ready.is_set()] or candidates)
+            for key, candidates in groups.items()
+        ]
+        if len(self._routes) >= 4096:
+            self._routes.clear()
+        route = self._routes[subject] = _Route(broadcast, choices)
+        return route
 
-    async def _confirm(self, envelope: Envelope, sent: Sent) -> None:
-        """Wait for every copy's fate. A refused group copy goes to another member; a copy
-        lost with its connection stays owed until its peer is back (or nobody wants it any
-        more); the caller's timeout bounds the wait."""
+    def _copies(self, envelope: Envelope) -> Copies:
+        """The copies of ``envelope`` to send (the same choices as ``_plan``, from a cache)."""
+        route = self._routes.get(envelope.subject) or self._route(envelope.subject)
+        if route.fixed is not None:
+            return route.fixed
+        plan: Plan = {peer: list(entries) for peer, entries in route.broadcast.items()}
+        for key, candidates in route.groups:
+            if envelope.key is not None:
+                peer, interest_id = candidates[hash(envelope.key) % len(candidates)]
+            else:
+                peer, interest_id = candidates[next(self._round_robin) % len(candidates)]
+            plan.setdefault(peer, []).append((interest_id, key))
+        return _copies(plan)
+
+    async def _publish(self, envelopes: Sequence[Envelope]) -> None:
+        """Send every copy of every envelope, pipelined (PUB frames per peer), then wait for
+        their fates; copies not accepted go through ``_confirm``, envelope by envelope."""
+        per_peer: dict[Peer, tuple[list[Item], list[Entries]]] = {}
+        for envelope in envelopes:
+            for peer, targets, why in self._copies(envelope):
+                lists = per_peer.get(peer)
+                if lists is None:
+                    lists = per_peer[peer] = ([], [])
+                lists[0].append((envelope, targets, False))
+                lists[1].append(why)
+        sent: list[tuple[Peer, list[Item], list[Entries], list[tuple[Batch, int]]]] = []
+        for peer, (items, whys) in per_peer.items():
+            batches: list[tuple[Batch, int]] = []
+            with contextlib.suppress(ConnectionLost):
+                await peer.send(items, batches)
+            sent.append((peer, items, whys, batches))
+        failed: dict[int, tuple[Envelope, Outcomes]] = {}
+        for peer, items, whys, batches in sent:
+            covered = 0
+            for batch, start in batches:
+                await batch.done
+                covered = start + batch.last - batch.first + 1
+                if batch.all_accepted:
+                    continue
+                for at in range(start, covered):
+                    fate = batch.fate(batch.first + at - start)
+                    if fate != ACCEPTED:
+                        envelope = items[at][0]
+                        failed.setdefault(id(envelope), (envelope, []))[1].append(
+                            (peer, whys[at], fate)
+                        )
+            for at in range(covered, len(items)):  # never sent: the connection went first
+                envelope = items[at][0]
+                failed.setdefault(id(envelope), (envelope, []))[1].append((peer, whys[at], LOST))
+        for envelope, outcomes in failed.values():
+            await self._confirm(envelope, outcomes)
+
+    async def _send(self, envelope: Envelope, plan: Plan) -> Outcomes:
+        """Send one envelope's copies as ``plan`` says and wait for their fates."""
+        sent: list[tuple[Peer, Entries, list[tuple[Batch, int]]]] = []
+        for peer, entries in plan.items():
+            batches: list[tuple[Batch, int]] = []
+            with contextlib.suppress(ConnectionLost):
+                await peer.send([(envelope, tuple(i for i, _ in entries), False)], batches)
+            sent.append((peer, entries, batches))
+        outcomes: Outcomes = []
+        for peer, entries, batches in sent:
+            outcome = LOST
+            if batches:
+                batch = batches[0][0]
+                await batch.done
+                outcome = batch.fate(batch.first)
+            outcomes.append((peer, entries, outcome))
+        return outcomes
+
+    async def _confirm(self, envelope: Envelope, outcomes: Outcomes) -> None:
+        """Finish the copies of ``envelope`` that were not accepted. A refused group copy goes
+        to another member; a copy lost with its connection stays owed until its peer is back
+        (or nobody wants it any more); the caller's timeout bounds the wait."""
         refused: set[tuple[Peer, GroupKey]] = set()
         lost: set[Peer] = set()
         while True:
             owed_peers: set[Peer] = set()
             owed_groups: set[GroupKey] = set()
-            for peer, entries, fate in sent:
-                outcome = LOST if fate is None else await fate
+            for peer, entries, outcome in outcomes:
                 if outcome == ACCEPTED:
                     continue
                 if outcome == LOST:
@@ -203,7 +324,7 @@ class TcpTransport:
                 if all(peer.ready.is_set() or peer not in self.peers for peer in lost):
                     return  # every peer is back (or gone for good) and none wants it
                 await self._changed()
-            sent = await self._send(envelope, plan)
+            outcomes = await self._send(envelope, plan)
 
     async def _changed(self) -> None:
         """Wait until some peer connects, disconnects or changes its interests."""
@@ -218,43 +339,71 @@ class TcpTransport:
     # -- the Transport protocol ------------------------------------------------------------
 
     async def publish(self, envelope: Envelope, timeout: float | None) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                if not any(peer.ready.is_set() for peer in self.peers):
-                    await self._wait_connected(None)
-                await self._confirm(envelope, await self._send(envelope, self._plan(envelope)))
-        except TimeoutError:
-            raise PublishTimeout(
-                f"no {self.config.scheme}:// peer took the message within {timeout:g} s"
-            ) from None
+        await self.publish_many((envelope,), timeout)
 
     async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
         try:
             async with asyncio.timeout(timeout):
-                if not any(peer.ready.is_set() for peer in self.peers):
+                if not self._connected():
                     await self._wait_connected(None)
-                batch = [(env, await self._send(env, self._plan(env))) for env in envelopes]
-                for envelope, sent in batch:
-                    await self._confirm(envelope, sent)
+                await self._publish(envelopes)
         except TimeoutError:
+            what = "message" if len(envelopes) == 1 else "batch"
             raise PublishTimeout(
-                f"the {self.config.scheme}:// peers did not take the batch within {timeout:g} s"
+                f"the {self.config.scheme}:// peers did not take the {what} within {timeout:g} s"
             ) from None
 
     async def request(self, envelope: Envelope, timeout: float) -> Message:
-        envelope.headers[CORRELATION_ID] = envelope.id
+        # The listener sets mb-correlation-id from the PUB's message id: not sent twice.
+        if self._connected():
+            copies = self._copies(envelope)
+            if len(copies) == 1:  # the usual case, sent without waiting for anything
+                peer, targets, _ = copies[0]
+                reply = peer.send_request(envelope, targets)
+                if reply is not None:
+                    return await self._reply(peer, reply, envelope, timeout)
+        return await self._request(envelope, timeout)
+
+    async def _reply(
+        self, peer: Peer, reply: asyncio.Future[Reply], envelope: Envelope, timeout: float
+    ) -> Message:
+        """Wait for one reply, bounded by a plain timer (``asyncio.timeout`` costs more than
+        the rest of a request's own work on this path)."""
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, reply)
+        try:
+            answer = await reply
+        except TimeoutError:
+            raise RequestTimeout(envelope.subject, timeout) from None
+        finally:
+            timer.cancel()
+            if not reply.done():
+                peer.forget_reply(reply)
+        return Message._received(
+            envelope.subject,
+            answer.data,
+            answer.headers,
+            None,
+            envelope.id,
+            1,
+            None,
+            NO_SETTLER,
+            None,
+        )
+
+    async def _request(self, envelope: Envelope, timeout: float) -> Message:
         waiting: list[tuple[Peer, asyncio.Future[Reply]]] = []
         try:
             async with asyncio.timeout(timeout):
-                if not any(peer.ready.is_set() for peer in self.peers):
+                if not self._connected():
                     await self._wait_connected(None)
-                plan = self._plan(envelope)
-                if not plan:
+                copies = self._copies(envelope)
+                if not copies:
                     raise NoResponders(envelope.subject)
-                for peer, entries in plan.items():
-                    _, reply = await peer.send(envelope, tuple(i for i, _ in entries), True)
-                    assert reply is not None
-                    waiting.append((peer, reply))
+                for peer, targets, _ in copies:
+                    waiting.append((peer, await peer.request(envelope, targets)))
+                if len(waiting) == 1:
+                    answer = await waiting[0][1]
+                    return Message(envelope.subject, answer.data, answer.headers, id=envelope.id)
                 pending = {reply for _, reply in waiting}
                 while pending:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -269,8 +418,9 @@ class TcpTransport:
             raise RequestTimeout(envelope.subject, timeout) from None
         finally:
             for peer, reply in waiting:
-                peer.forget_reply(reply)
-                if reply.done() and not reply.cancelled():
+                if not reply.done():
+                    peer.forget_reply(reply)
+                elif not reply.cancelled():
                     reply.exception()  # retrieved: no "never retrieved" noise
 
     async def subscribe(

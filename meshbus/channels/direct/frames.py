@@ -1,4 +1,4 @@
-"""Frames of the direct-channel wire protocol, version 1 (see docs/direct-protocol.md).
+"""Frames of the direct-channel wire protocol, version 2 (see docs/direct-protocol.md).
 
 Every frame is ``length:u32be | type:u8 | body``. :func:`encode` turns a frame into buffers
 to write (a payload is never copied); :class:`FrameDecoder` turns received bytes back into
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from meshbus.errors import ProtocolError
+from meshbus.transport import Envelope
 
 __all__ = [
     "MAGIC",
@@ -29,28 +31,37 @@ __all__ = [
     "Ping",
     "Pong",
     "Pub",
+    "Pubs",
     "Refuse",
     "Reply",
     "Uninterest",
     "encode",
+    "encode_pubs",
+    "encode_reply",
+    "encode_request",
 ]
 
 MAGIC = b"MBUS"
-VERSION = 1
+VERSION = 2
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024 + 64 * 1024
 
 _HEAD = struct.Struct(">IB")
+_SEQ_FRAME = struct.Struct(">IBQ")  # the head of a frame whose body starts with a u64 seq
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
-_PUB_HEAD = struct.Struct(">QBH")  # seq, flags, target count (for encoding)
+_PUB_HEAD = struct.Struct(">QH")  # first seq, message count
+# Each message of a PUB frame: flags, subject, id, target count, key, headers, payload sizes.
+_MSG_HEAD = struct.Struct(">BBBHHII")
 _REQUEST = 1
 _HAS_KEY = 2
+MAX_PUBS = 0xFFFF
+"""The most messages one PUB frame carries."""
 
 
 class FrameType(IntEnum):
-    """The frame types of protocol version 1."""
+    """The frame types of protocol version 2."""
 
     HELLO = 1
     INTEREST = 2
@@ -93,18 +104,60 @@ class Uninterest:
     id: int
 
 
-@dataclass(frozen=True, slots=True)
-class Pub:
-    """A message for the listed interests of the receiving peer."""
+class Pub(Envelope):
+    """One message of a PUB frame, for the listed interests of the receiving peer.
 
-    seq: int
-    subject: str
-    data: bytes
-    targets: tuple[int, ...] = ()
-    headers: dict[str, str] = field(default_factory=dict)
-    key: str | None = None
-    id: str = ""
-    request: bool = False
+    It is the envelope the listener queues locally (no copy into another object).
+    """
+
+    __slots__ = ("request", "seq", "targets")
+
+    def __init__(
+        self,
+        seq: int,
+        subject: str,
+        data: bytes,
+        targets: tuple[int, ...] = (),
+        headers: dict[str, str] | None = None,
+        key: str | None = None,
+        id: str = "",
+        request: bool = False,
+    ) -> None:
+        self.seq = seq
+        self.subject = subject
+        self.data = data
+        self.targets = targets
+        self.headers = {} if headers is None else headers
+        self.key = key
+        self.id = id
+        self.request = request
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.seq,
+            self.subject,
+            self.data,
+            self.targets,
+            self.headers,
+            self.key,
+            self.id,
+            self.request,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pub) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Pub(seq={self.seq}, subject={self.subject!r}, targets={self.targets})"
+
+
+@dataclass(slots=True)  # not frozen: made for every PUB frame, and frozen init is slower
+class Pubs:
+    """A PUB frame: messages with consecutive sequence numbers, in publish order."""
+
+    messages: tuple[Pub, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +197,7 @@ class Pong:
     nonce: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for every reply
 class Reply:
     """The answer to request PUB ``seq``."""
 
@@ -160,7 +213,7 @@ class Bye:
     reason: str
 
 
-Frame = Hello | Interest | Uninterest | Pub | Accept | Refuse | Credit | Ping | Pong | Reply | Bye
+Frame = Hello | Interest | Uninterest | Pubs | Accept | Refuse | Credit | Ping | Pong | Reply | Bye
 
 
 # -- encoding -------------------------------------------------------------------------------
@@ -170,7 +223,7 @@ def _str(value: str, width: struct.Struct, what: str) -> bytes:
     raw = value.encode()
     limit = (1 << (8 * width.size)) - 1
     if len(raw) > limit:
-        raise ProtocolError(f"{what} of {len(raw)} bytes does not fit the frame ({limit} at most)")
+        raise _too_long(what, len(raw), limit)
     return width.pack(len(raw)) + raw
 
 
@@ -187,31 +240,134 @@ def _frame(kind: FrameType, body: bytes, payload: bytes = b"") -> list[bytes]:
     return [head + body, payload] if payload else [head + body]
 
 
-def encode(frame: Frame) -> list[bytes]:
-    """The buffers that carry ``frame`` (write them in order; the payload is not copied)."""
-    if isinstance(frame, Pub):
-        flags = (_REQUEST if frame.request else 0) | (_HAS_KEY if frame.key is not None else 0)
-        body = b"".join(
-            [
-                _PUB_HEAD.pack(frame.seq, flags, len(frame.targets)),
-                b"".join(_U32.pack(target) for target in frame.targets),
-                _str(frame.subject, _U8, "subject"),
-                _str(frame.key or "", _U16, "key"),
-                _str(frame.id, _U8, "message id"),
-                _headers(frame.headers),
-            ]
-        )
-        return _frame(FrameType.PUB, body, frame.data)
+def _too_long(what: str, size: int, limit: int) -> ProtocolError:
+    return ProtocolError(f"{what} of {size} bytes does not fit the frame ({limit} at most)")
+
+
+def encode_pubs(
+    first_seq: int,
+    items: Sequence[tuple[Envelope, tuple[int, ...], bool]],
+    start: int = 0,
+    limit: int = DEFAULT_MAX_FRAME,
+) -> tuple[bytes, int]:
+    """One PUB frame for ``items[start:]`` — each ``(envelope, targets, request)`` — numbered
+    from ``first_seq``: as many as fit in ``limit`` bytes (at least one) and ``MAX_PUBS``.
+    Return the frame and how many messages it carries."""
+    parts: list[bytes] = [b""]
+    pack = _MSG_HEAD.pack
+    size = 1 + _PUB_HEAD.size
+    stop = min(len(items), start + MAX_PUBS)
+    # The targets and subject of consecutive messages are mostly the very same objects: their
+    # encoded form (``middle``) is made once per run of them.
+    last_subject: str | None = None
+    last_targets: tuple[int, ...] | None = None
+    middle = b""
+    n_subject = n_targets = 0
+    at = start
+    while at < stop:
+        envelope, targets, request = items[at]
+        subject = envelope.subject
+        if subject is not last_subject or targets is not last_targets:
+            raw_subject = subject.encode()
+            n_subject, n_targets = len(raw_subject), len(targets)
+            if n_subject > 0xFF:
+                raise _too_long("subject", n_subject, 0xFF)
+            if n_targets > 0xFFFF:
+                raise _too_long("target list", n_targets, 0xFFFF)
+            middle = struct.pack(f">{n_targets}I", *targets) + raw_subject
+            last_subject, last_targets = subject, targets
+        message_id = envelope.id.encode()
+        if len(message_id) > 0xFF:
+            raise _too_long("message id", len(message_id), 0xFF)
+        data = envelope.data
+        key = envelope.key
+        flags = _REQUEST if request else 0
+        if key is None and not envelope.headers:
+            grown = size + _MSG_HEAD.size + len(middle) + len(message_id) + len(data)
+            if grown > limit and at > start:
+                break
+            parts += (
+                pack(flags, n_subject, len(message_id), n_targets, 0, 0, len(data)),
+                middle,
+                message_id,
+                data,
+            )
+        else:
+            raw_key = b""
+            if key is not None:
+                raw_key = key.encode()
+                flags |= _HAS_KEY
+                if len(raw_key) > 0xFFFF:
+                    raise _too_long("key", len(raw_key), 0xFFFF)
+            headers = _headers(envelope.headers) if envelope.headers else b""
+            grown = size + _MSG_HEAD.size + len(middle) + len(message_id) + len(raw_key)
+            grown += len(headers) + len(data)
+            if grown > limit and at > start:
+                break
+            head = pack(
+                flags,
+                n_subject,
+                len(message_id),
+                n_targets,
+                len(raw_key),
+                len(headers),
+                len(data),
+            )
+            parts += (head, middle, message_id, raw_key, headers, data)
+        size = grown
+        at += 1
+    parts[0] = _HEAD.pack(size, FrameType.PUB) + _PUB_HEAD.pack(first_seq, at - start)
+    return b"".join(parts), at - start
+
+
+def encode_request(seq: int, envelope: Envelope, targets: tuple[int, ...]) -> bytes:
+    """A PUB frame of one request: ``encode_pubs`` without its set-up, for the usual request
+    (no key, no headers)."""
+    if envelope.key is not None or envelope.headers:
+        return encode_pubs(seq, [(envelope, targets, True)], limit=1 << 62)[0]
+    subject, message_id, data = envelope.subject.encode(), envelope.id.encode(), envelope.data
+    if len(subject) > 0xFF or len(message_id) > 0xFF or len(targets) > 0xFFFF:
+        return encode_pubs(seq, [(envelope, targets, True)], limit=1 << 62)[0]  # raises
+    raw_targets = struct.pack(f">{len(targets)}I", *targets)
+    size = 1 + _PUB_HEAD.size + _MSG_HEAD.size + len(raw_targets) + len(subject)
+    size += len(message_id) + len(data)
+    head = _HEAD.pack(size, FrameType.PUB) + _PUB_HEAD.pack(seq, 1)
+    message = _MSG_HEAD.pack(_REQUEST, len(subject), len(message_id), len(targets), 0, 0, len(data))
+    return b"".join((head, message, raw_targets, subject, message_id, data))
+
+
+def encode_reply(seq: int, data: bytes, headers: dict[str, str]) -> bytes:
+    """A REPLY frame, in one piece."""
+    raw = _headers(headers) if headers else b"\0\0"
+    return b"".join((_SEQ_FRAME.pack(9 + len(raw) + len(data), FrameType.REPLY, seq), raw, data))
+
+
+def encode(frame: Frame | Pub) -> list[bytes]:
+    """The buffers that carry ``frame`` (write them in order); a lone ``Pub`` goes as a PUB
+    frame of one message."""
+    # The frames sent most often first, their heads packed in one call.
     if isinstance(frame, Accept):
-        return _frame(FrameType.ACCEPT, _U64.pack(frame.seq))
+        return [_SEQ_FRAME.pack(9, FrameType.ACCEPT, frame.seq)]
+    if isinstance(frame, Reply):
+        return [encode_reply(frame.seq, frame.data, frame.headers)]
+    if isinstance(frame, Pub):
+        frame = Pubs((frame,))
+    if isinstance(frame, Pubs):
+        items = [(pub, pub.targets, pub.request) for pub in frame.messages]
+        for earlier, later in zip(frame.messages, frame.messages[1:], strict=False):
+            if later.seq != earlier.seq + 1:
+                raise ProtocolError("the messages of a PUB frame have consecutive seq numbers")
+        first = frame.messages[0].seq if frame.messages else 0
+        raw, count = encode_pubs(first, items, limit=1 << 62)
+        if count != len(items):
+            raise ProtocolError(f"a PUB frame carries at most {MAX_PUBS} messages")
+        return [raw]
     if isinstance(frame, Credit):
         return _frame(FrameType.CREDIT, _U32.pack(frame.messages))
     if isinstance(frame, Ping):
         return _frame(FrameType.PING, _U64.pack(frame.nonce))
     if isinstance(frame, Pong):
         return _frame(FrameType.PONG, _U64.pack(frame.nonce))
-    if isinstance(frame, Reply):
-        return _frame(FrameType.REPLY, _U64.pack(frame.seq) + _headers(frame.headers), frame.data)
     if isinstance(frame, Interest):
         body = _U32.pack(frame.id) + _str(frame.pattern, _U8, "pattern")
         return _frame(FrameType.INTEREST, body + _str(frame.group or "", _U8, "group"))
@@ -315,54 +471,98 @@ def _hello(r: _Reader) -> Hello:
     return hello
 
 
-def _pub(body: memoryview) -> Pub:
-    """PUB is the hot path: one pass over the body, no field-by-field reader."""
+def _pubs(view: memoryview) -> Pubs:
+    """PUB is the hot path: one fixed-layout head per message, no field-by-field reader, and
+    fields sliced from one copy of the frame (cheaper than a view per field)."""
+    body = bytes(view)
     end = len(body)
     try:
-        seq, flags, count = _PUB_HEAD.unpack_from(body, 0)
-        at = _PUB_HEAD.size + 4 * count
-        targets = struct.unpack_from(f">{count}I", body, _PUB_HEAD.size) if count else ()
-        size = body[at]
-        subject = bytes(body[at + 1 : at + 1 + size])
-        at += 1 + size
-        (size,) = _U16.unpack_from(body, at)
-        key = bytes(body[at + 2 : at + 2 + size])
-        at += 2 + size
-        size = body[at]
-        message_id = bytes(body[at + 1 : at + 1 + size])
-        at += 1 + size
-        if at + 2 > end:
-            raise ProtocolError("PUB frame is truncated")
-        if body[at] or body[at + 1]:
-            reader = _Reader(body[at:], "PUB")
-            headers = reader.headers()
-            at += reader._at
-        else:
-            headers = {}
-            at += 2
-        return Pub(
-            seq=seq,
-            subject=subject.decode(),
-            data=bytes(body[at:]),
-            targets=targets,
-            headers=headers,
-            key=key.decode() if flags & _HAS_KEY else None,
-            id=message_id.decode(),
-            request=bool(flags & _REQUEST),
-        )
-    except (struct.error, IndexError):
+        first, count = _PUB_HEAD.unpack_from(body, 0)
+    except struct.error:
+        raise ProtocolError("PUB frame is truncated") from None
+    if not count:
+        raise ProtocolError("PUB frame carries no message")
+    at = _PUB_HEAD.size
+    unpack = _MSG_HEAD.unpack_from
+    # Consecutive messages mostly share their targets and subject: when the bytes are those of
+    # the message before, its decoded values are reused (compared in place, nothing sliced).
+    last = b""
+    targets: tuple[int, ...] = ()
+    subject = ""
+    messages: list[Pub] = []
+    try:
+        for seq in range(first, first + count):
+            flags, n_subject, n_id, n_targets, n_key, n_headers, n_data = unpack(body, at)
+            at += _MSG_HEAD.size
+            block = 4 * n_targets + n_subject
+            stop = at + block + n_id + n_key + n_headers + n_data
+            if stop > end:
+                raise ProtocolError("PUB frame is truncated")
+            if block != len(last) or not body.startswith(last, at):
+                last = body[at : at + block]
+                targets = struct.unpack_from(f">{n_targets}I", last) if n_targets else ()
+                subject = last[4 * n_targets :].decode()
+            at += block
+            message_id = body[at : at + n_id].decode()
+            at += n_id
+            key = None
+            if flags & _HAS_KEY:
+                key = body[at : at + n_key].decode()
+            at += n_key
+            headers: dict[str, str] = {}
+            if n_headers:
+                with memoryview(body) as whole:
+                    reader = _Reader(whole[at : at + n_headers], "PUB")
+                    headers = reader.headers()
+                    reader.end()
+                at += n_headers
+            messages.append(
+                Pub(
+                    seq,
+                    subject,
+                    body[at:stop],
+                    targets,
+                    headers,
+                    key,
+                    message_id,
+                    flags & _REQUEST == _REQUEST,
+                )
+            )
+            at = stop
+    except struct.error:
         raise ProtocolError("PUB frame is truncated") from None
     except UnicodeDecodeError as exc:
         raise ProtocolError("PUB frame has text that is not UTF-8") from exc
+    if at != end:
+        raise ProtocolError(f"PUB frame has {end - at} extra bytes")
+    return Pubs(tuple(messages))
+
+
+_FIXED: dict[int, tuple[type[Accept | Credit | Ping | Pong], struct.Struct, str]] = {
+    FrameType.ACCEPT: (Accept, _U64, "ACCEPT"),
+    FrameType.CREDIT: (Credit, _U32, "CREDIT"),
+    FrameType.PING: (Ping, _U64, "PING"),
+    FrameType.PONG: (Pong, _U64, "PONG"),
+}
+_KINDS = frozenset(FrameType)
 
 
 def _parse(kind: int, body: memoryview) -> Frame:
-    try:
-        frame_type = FrameType(kind)
-    except ValueError:
-        raise ProtocolError(f"unknown frame type {kind}") from None
-    if frame_type is FrameType.PUB:
-        return _pub(body)
+    if kind == FrameType.PUB:
+        return _pubs(body)
+    fixed = _FIXED.get(kind)
+    if fixed is not None:  # one integer: the frames that come most often after PUB
+        make, width, name = fixed
+        if len(body) != width.size:
+            if len(body) < width.size:
+                raise ProtocolError(f"{name} frame is truncated")
+            raise ProtocolError(f"{name} frame has {len(body) - width.size} extra bytes")
+        return make(width.unpack_from(body)[0])
+    if kind == FrameType.REPLY and len(body) >= 10 and not body[8] and not body[9]:
+        return Reply(_U64.unpack_from(body)[0], bytes(body[10:]))  # no headers: the usual
+    if kind not in _KINDS:
+        raise ProtocolError(f"unknown frame type {kind}")
+    frame_type = FrameType(kind)
     r = _Reader(body, frame_type.name)
     frame: Frame
     if frame_type is FrameType.REPLY:
@@ -371,15 +571,7 @@ def _parse(kind: int, body: memoryview) -> Frame:
         return Reply(seq=seq, headers=headers, data=r.rest())
     if frame_type is FrameType.HELLO:
         return _hello(r)
-    if frame_type is FrameType.ACCEPT:
-        frame = Accept(r.uint(_U64))
-    elif frame_type is FrameType.CREDIT:
-        frame = Credit(r.uint(_U32))
-    elif frame_type is FrameType.PING:
-        frame = Ping(r.uint(_U64))
-    elif frame_type is FrameType.PONG:
-        frame = Pong(r.uint(_U64))
-    elif frame_type is FrameType.INTEREST:
+    if frame_type is FrameType.INTEREST:
         interest_id, pattern, group = r.uint(_U32), r.text(_U8), r.text(_U8)
         frame = Interest(interest_id, pattern, group or None)
     elif frame_type is FrameType.UNINTEREST:
@@ -412,20 +604,27 @@ class FrameDecoder:
         """Add ``data``; return every frame it completes, in order."""
         buffer = self._buffer
         buffer += data
+        frames, at, _ = self.cut(buffer, 0, len(buffer))
+        if at:
+            del buffer[:at]
+        return frames
+
+    def cut(self, buffer: bytearray, start: int, end: int) -> tuple[list[Frame], int, int]:
+        """Decode the whole frames in ``buffer[start:end]``. Return them, where the first
+        incomplete one starts, and its full size when its header is in (else 0) — already
+        checked against ``max_frame``, so a reader may make room for it."""
         frames: list[Frame] = []
-        at = 0
-        while len(buffer) - at >= _HEAD.size:
+        at = start
+        while end - at >= _HEAD.size:
             length, kind = _HEAD.unpack_from(buffer, at)
             if length == 0 or length > self.max_frame:
                 raise ProtocolError(
                     f"frame length {length} is outside 1..{self.max_frame}; closing the connection"
                 )
-            end = at + 4 + length
-            if end > len(buffer):
-                break
-            with memoryview(buffer) as view, view[at + _HEAD.size : end] as body:
-                frames.append(_parse(kind, body))
-            at = end
-        if at:
-            del buffer[:at]
-        return frames
+            stop = at + 4 + length
+            if stop > end:
+                return frames, at, 4 + length
+            with memoryview(buffer) as view:
+                frames.append(_parse(kind, view[at + _HEAD.size : stop]))
+            at = stop
+        return frames, at, 0

@@ -1,11 +1,13 @@
 """The listening side of the direct channels (``listen="tcp://0.0.0.0:7000"``).
 
 It serves this process's subscriptions: each local group and each broadcast pattern is an
-*interest*, announced to every connected peer (and kept current); PUBs that peers send for
-those interests are queued into a private in-process hub, which gives the memory channel's
+*interest*, announced to every connected peer (and kept current); messages that peers send
+for those interests are queued into a private in-process hub, which gives the memory channel's
 semantics locally (one member per group, every broadcast subscriber, nack and redelivery among
-local members). A PUB is ACCEPTed once queued; credit goes back to its sender as local
-subscribers take messages, so a slow consumer slows its publishers.
+local members). They are queued from the connection's read callback, a PUB frame at a time,
+and the frame is ACCEPTed once they are (only a message waiting for room in a full broadcast
+buffer goes through a backlog task). Credit goes back to the sender as local subscribers take
+messages, so a slow consumer slows its publishers.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import contextlib
 import itertools
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from meshbus.channels.direct.config import DirectConfig
-from meshbus.channels.direct.connection import Connection, SilentPeer
+from meshbus.channels.direct.connection import Connection, SilentPeer, Wire
 from meshbus.channels.direct.frames import (
     Accept,
     Bye,
@@ -28,11 +31,12 @@ from meshbus.channels.direct.frames import (
     Hello,
     Interest,
     Pub,
+    Pubs,
     Refuse,
-    Reply,
     Uninterest,
+    encode_reply,
 )
-from meshbus.channels.memory import _Broadcast, _Entry, _Hub, _Member
+from meshbus.channels.memory import _Broadcast, _Entry, _Group, _Hub, _Member, _wake_first
 from meshbus.errors import (
     AuthenticationFailed,
     ConnectFailed,
@@ -51,6 +55,9 @@ log = logging.getLogger("meshbus.direct")
 REFUSE_NO_SUBSCRIBER = 1
 REFUSE_CLOSING = 2
 
+_Targets = tuple[list[_Group], set[str]]
+"""What a PUB's target list means here: the local groups and broadcast patterns."""
+
 
 class _Served:
     """One inbound connection and what it is owed."""
@@ -58,40 +65,50 @@ class _Served:
     def __init__(self, conn: Connection, credit: int, progress: asyncio.Event) -> None:
         self.conn = conn
         self.progress = progress
-        self.queue: asyncio.Queue[Pub] = asyncio.Queue()
+        # PUBs that wait behind one whose broadcast subscriber is full: (pub, subscribers it
+        # still waits for or None when not handled yet, whether its credit comes back once in).
+        self.backlog: deque[tuple[Pub, list[_Broadcast] | None, bool]] = deque()
         self.owed = 0  # credit earned back, not sent yet
         self.batch = max(1, credit // 4)
         self.replies: set[str] = set()
         self.task: asyncio.Task[None] | None = None
+        self.on_take: Callable[[], None] = self.taken
+        self.token_prefix = f"{id(self):x}."  # reply-to tokens of this connection's requests
 
     def taken(self) -> None:
-        self.progress.set()
+        if not self.progress.is_set():
+            self.progress.set()
         self.owed += 1
         if self.owed >= self.batch and not self.conn.closed.is_set():
+            # At once: a subscriber taking messages in a tight loop would hold back a queued
+            # CREDIT until it runs dry, and the publisher with it.
             with contextlib.suppress(ConnectionLost):
-                self.conn.send(Credit(self.owed))
+                self.conn.send(Credit(self.owed), now=True)
             self.owed = 0
 
 
-class _LocalSubscription:
-    """A local subscription whose close also withdraws its interest."""
+class _ReplySink:
+    """Sends the reply to a request PUB back on its connection as soon as it is set."""
 
-    def __init__(self, listener: DirectListener, key: tuple[str, str | None], sub: Any) -> None:
+    __slots__ = ("_listener", "_sent", "_seq", "_served", "_token")
+
+    def __init__(self, listener: DirectListener, served: _Served, token: str, seq: int) -> None:
         self._listener = listener
-        self._key = key
-        self._sub: _Member | _Broadcast = sub
+        self._served = served
+        self._token = token
+        self._seq = seq
+        self._sent = False
 
-    def __aiter__(self) -> _LocalSubscription:
-        return self
+    def done(self) -> bool:
+        return self._sent
 
-    async def __anext__(self) -> Message:
-        return await self._sub.__anext__()
-
-    async def close(self, timeout: float) -> None:
-        if self._sub.closing:
-            return
-        await self._sub.close(timeout)
-        await self._listener._release(self._key)
+    def set_result(self, reply: Envelope, /) -> None:
+        self._sent = True
+        self._listener._hub.pending.pop(self._token, None)
+        self._served.replies.discard(self._token)
+        if not self._served.conn.closed.is_set():
+            with contextlib.suppress(ConnectionLost):
+                self._served.conn.write(encode_reply(self._seq, reply.data, reply.headers))
 
 
 class DirectListener:
@@ -108,6 +125,7 @@ class DirectListener:
         self._by_id: dict[int, tuple[str, str | None]] = {}
         self._ids = itertools.count(1)
         self._served: set[_Served] = set()
+        self._targets: dict[tuple[int, ...], _Targets] = {}  # cleared when interests change
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._progress = asyncio.Event()
@@ -133,26 +151,26 @@ class DirectListener:
     async def start(self) -> None:
         (host, port), *_ = self.config.addresses
         try:
-            self._server = await asyncio.start_server(
-                self._on_client, host, port, ssl=self.config.ssl, limit=1 << 20
+            self._server = await asyncio.get_running_loop().create_server(
+                lambda: Wire(self.config.settings.max_frame, self._accepted),
+                host,
+                port,
+                ssl=self.config.ssl,
             )
         except OSError as exc:
             raise ConnectFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handler = asyncio.current_task()
-        assert handler is not None
+    def _accepted(self, wire: Wire) -> None:
+        handler = asyncio.create_task(self._serve(wire))
         self._handlers.add(handler)
-        try:
-            await self._serve(reader, writer)
-        finally:
-            self._handlers.discard(handler)
+        handler.add_done_callback(self._handlers.discard)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
+    async def _serve(self, wire: Wire) -> None:
+        assert wire.transport is not None
+        peer = wire.transport.get_extra_info("peername")
         try:
             conn = await Connection.establish(
-                reader, writer, self.config.settings, self._hello(), accepting=True
+                wire, self.config.settings, self._hello(), accepting=True
             )
         except SilentPeer:
             log.debug("direct peer %s closed without a word (a port probe)", peer)
@@ -165,98 +183,154 @@ class DirectListener:
             return
         served = _Served(conn, self.config.settings.credit, self._progress)
         self._served.add(served)
-        served.task = asyncio.create_task(self._deliver(served))
         conn.start(lambda frame: self._on_frame(served, frame))
         await conn.closed.wait()
-        served.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await served.task
+        if served.task is not None:
+            served.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await served.task
         for token in served.replies:
             self._hub.pending.pop(token, None)
         self._served.discard(served)
 
     def _on_frame(self, served: _Served, frame: Frame) -> None:
-        if isinstance(frame, Pub):
-            served.queue.put_nowait(frame)
+        if isinstance(frame, Pubs):
+            if served.backlog:
+                served.backlog.extend((pub, None, False) for pub in frame.messages)
+            else:
+                self._take(served, frame.messages)
         elif not isinstance(frame, Bye):
             log.debug("ignoring %s from a publisher", type(frame).__name__)
 
-    async def _deliver(self, served: _Served) -> None:
-        """Queue each PUB for its interests, in arrival order; ACCEPT in batches."""
+    def _take(self, served: _Served, pubs: tuple[Pub, ...]) -> None:
+        """Queue a PUB frame's messages locally, in order, and ACCEPT them in one frame. One
+        that waits for room in a broadcast subscriber's buffer sends it and all that follow to
+        the backlog, which ``_work_off`` empties."""
+        # The usual case in place: a published message for exactly one local group. Runs of
+        # messages share one targets tuple (the decoder reuses it), so it is resolved per run.
+        last: tuple[int, ...] | None = None
+        group: _Group | None = None
+        on_take = served.on_take
+        open_ = not (self._closing or self._draining)
+        for at, pub in enumerate(pubs):
+            if pub.targets is not last:
+                last = pub.targets
+                groups, patterns = self._targets.get(last) or self._resolve(last)
+                group = groups[0] if open_ and len(groups) == 1 and not patterns else None
+            if group is not None and not pub.request:
+                group.queue.append(_Entry(pub, 0, on_take))
+                if group.waiters:
+                    _wake_first(group.waiters)
+                continue
+            waiting = self._queue_locally(served, pub)
+            if waiting is not None:
+                served.backlog.append((pub, *waiting))
+                served.backlog.extend((later, None, False) for later in pubs[at + 1 :])
+                if at:
+                    served.conn.send(Accept(pub.seq - 1))
+                served.task = asyncio.create_task(self._work_off(served))
+                return
+        # The ACCEPT goes at once, before local subscribers get to run, while the publisher
+        # waits for it. A request (always alone in its frame) is answered by its REPLY.
+        if not pubs[0].request:
+            served.conn.send(Accept(pubs[-1].seq), now=True)
+        self._progress.set()
+
+    async def _work_off(self, served: _Served) -> None:
+        """Empty the backlog in arrival order, waiting for broadcast buffers to have room."""
         conn = served.conn
+        backlog = served.backlog
         last_accept = 0
         while True:
-            pub = await served.queue.get()
-            if self._closing or self._draining:
-                conn.send(Refuse(pub.seq, REFUSE_CLOSING, "listener is closing"))
+            pub, waiting, returns_credit = backlog[0]
+            if waiting is None:
+                handled = self._queue_locally(served, pub)
+                if handled is not None:
+                    waiting, returns_credit = handled
+            for sub in waiting or ():
+                await sub.put(pub)
+            if returns_credit:
                 served.taken()
-                continue
-            if not await self._queue_locally(served, pub):
-                conn.send(Refuse(pub.seq, REFUSE_NO_SUBSCRIBER, "no subscriber for it here"))
-                served.taken()
-            elif served.queue.empty() or pub.seq - last_accept >= 64:
+            backlog.popleft()
+            self._progress.set()
+            if not backlog:  # nothing awaited from here on: frames arriving now go to _take
+                conn.send(Accept(pub.seq))
+                served.task = None
+                return
+            if pub.seq - last_accept >= 64:
                 conn.send(Accept(pub.seq))
                 last_accept = pub.seq
-            self._progress.set()
             await conn.drain()
 
-    async def _queue_locally(self, served: _Served, pub: Pub) -> bool:
-        headers = pub.headers
-        if pub.request:
-            token = f"{id(served):x}.{pub.seq}"
-            headers[REPLY_TO] = token
-            headers.setdefault(CORRELATION_ID, pub.id)
-            self._expect_reply(served, token, pub.seq)
-        envelope = Envelope(pub.subject, pub.data, headers, pub.key, pub.id)
-        groups: list[tuple[str, str]] = []
-        patterns: list[str] = []
-        for target in pub.targets:
+    def _resolve(self, targets: tuple[int, ...]) -> _Targets:
+        groups: list[_Group] = []
+        patterns: set[str] = set()
+        for target in targets:
             key = self._by_id.get(target)
             if key is None:
                 continue
             pattern, group = key
             if group is None:
-                patterns.append(pattern)
+                patterns.add(pattern)
             else:
-                groups.append((pattern, group))
+                groups.append(self._hub.groups[(pattern, group)])
+        if len(self._targets) >= 4096:
+            self._targets.clear()
+        resolved = self._targets[targets] = (groups, patterns)
+        return resolved
+
+    def _queue_locally(self, served: _Served, pub: Pub) -> tuple[list[_Broadcast], bool] | None:
+        """Queue ``pub`` for its interests (or REFUSE it). Return None when done, or the
+        broadcast subscribers whose buffers are full — it still has to be put there — and
+        whether its credit comes back once it is."""
+        if self._closing or self._draining:
+            served.conn.send(Refuse(pub.seq, REFUSE_CLOSING, "listener is closing"))
+            served.taken()
+            return None
+        groups, patterns = self._targets.get(pub.targets) or self._resolve(pub.targets)
         if not groups and not patterns:
-            return False
-        remaining = [len(groups)]  # credit returns when every group's copy is taken
+            served.conn.send(Refuse(pub.seq, REFUSE_NO_SUBSCRIBER, "no subscriber for it here"))
+            served.taken()
+            return None
+        if pub.request:
+            token = served.token_prefix + str(pub.seq)
+            pub.headers[REPLY_TO] = token
+            pub.headers.setdefault(CORRELATION_ID, pub.id)
+            self._expect_reply(served, token, pub.seq)
+        if len(groups) == 1:
+            groups[0].put(_Entry(pub, 0, served.on_take))
+        elif groups:
+            remaining = [len(groups)]  # credit returns when every group's copy is taken
 
-        def one_taken() -> None:
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                served.taken()
+            def one_taken() -> None:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    served.taken()
 
-        for group_key in groups:
-            self._hub.groups[group_key].put(_Entry(envelope, on_take=one_taken))
-        if patterns:
-            for sub in self._hub.broadcast.lookup(pub.subject):
-                if sub.pattern in patterns:
-                    await sub.put(envelope)
-            if not groups:
-                served.taken()
-        return True
+            for group in groups:
+                group.put(_Entry(pub, 0, one_taken))
+        if not patterns:
+            return None
+        full = [
+            sub
+            for sub in self._hub.broadcast.lookup(pub.subject)
+            if sub.pattern in patterns and not sub.offer(pub)
+        ]
+        if full:
+            return full, not groups
+        if not groups:
+            served.taken()
+        return None
 
     def _expect_reply(self, served: _Served, token: str, seq: int) -> None:
-        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        self._hub.pending[token] = future
+        self._hub.pending[token] = _ReplySink(self, served, token, seq)
         served.replies.add(token)
-
-        def send(done: asyncio.Future[Envelope]) -> None:
-            self._hub.pending.pop(token, None)
-            served.replies.discard(token)
-            if done.cancelled() or served.conn.closed.is_set():
-                return
-            reply = done.result()
-            with contextlib.suppress(ConnectionLost):
-                served.conn.send(Reply(seq, reply.data, reply.headers))
-
-        future.add_done_callback(send)
 
     # -- subscriptions -------------------------------------------------------------------------
 
-    async def subscribe(self, pattern: str, group: str | None, prefetch: int) -> _LocalSubscription:
+    async def subscribe(
+        self, pattern: str, group: str | None, prefetch: int
+    ) -> _Member | _Broadcast:
         sub = self._hub.subscriber(
             pattern, group, self.config.max_payload, prefetch, self.config.buffer
         )
@@ -266,10 +340,12 @@ class DirectListener:
             interest_id = next(self._ids)
             self._interests[key] = [interest_id, 1]
             self._by_id[interest_id] = key
+            self._targets.clear()
             await self._announce(Interest(interest_id, pattern, group))
         else:
             entry[1] += 1
-        return _LocalSubscription(self, key, sub)
+        sub.on_close = lambda: self._release(key)  # closing it withdraws the interest
+        return sub
 
     async def _release(self, key: tuple[str, str | None]) -> None:
         entry = self._interests.get(key)
@@ -279,6 +355,7 @@ class DirectListener:
         if entry[1] == 0:
             del self._interests[key]
             del self._by_id[entry[0]]
+            self._targets.clear()
             if key[1] is not None:
                 self._hub.remove_group(key[0], key[1])
             await self._announce(Uninterest(entry[0]))
@@ -322,7 +399,7 @@ class DirectListener:
                 served.conn.send(Bye("listener is closing"))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while any(s.queue.qsize() for s in self._served) or any(
+                while any(s.backlog for s in self._served) or any(
                     group.queue for group in self._hub.groups.values()
                 ):
                     self._progress.clear()

@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 
 from meshbus.channels.direct.config import DirectConfig
-from meshbus.channels.direct.connection import Connection
+from meshbus.channels.direct.connection import Connection, Wire
 from meshbus.channels.direct.frames import (
     Accept,
     Bye,
@@ -18,20 +18,53 @@ from meshbus.channels.direct.frames import (
     Frame,
     Hello,
     Interest,
-    Pub,
     Refuse,
     Reply,
     Uninterest,
+    encode_pubs,
+    encode_request,
 )
 from meshbus.errors import AuthenticationFailed, ConnectionLost, ProtocolError
 from meshbus.subjects import SubjectIndex
 from meshbus.transport import Envelope
 
-__all__ = ["Peer"]
+__all__ = ["Batch", "Peer"]
 
 log = logging.getLogger("meshbus.direct")
 
 ACCEPTED, REFUSED, LOST = 1, 2, 3
+
+Item = tuple[Envelope, tuple[int, ...], bool]
+"""A message for one peer: the envelope, the peer's interests it is for, whether a request."""
+
+
+class Batch:
+    """The PUBs of one frame, ``first`` to ``last``; ``done`` resolves once the peer has
+    ACCEPTed ``last`` (each is then accepted unless refused) or the connection is gone."""
+
+    __slots__ = ("accepted", "done", "first", "last", "refused")
+
+    def __init__(self, first: int, last: int, done: asyncio.Future[None]) -> None:
+        self.first = first
+        self.last = last
+        self.accepted = first - 1  # every seq up to this one that was not refused is taken
+        self.refused: set[int] | None = None
+        self.done = done
+
+    @property
+    def all_accepted(self) -> bool:
+        """Every message of the batch was taken."""
+        return self.accepted >= self.last and not self.refused
+
+    def fate(self, seq: int) -> int:
+        """ACCEPTED, REFUSED or LOST (once ``done``)."""
+        if self.refused is not None and seq in self.refused:
+            return REFUSED
+        return ACCEPTED if seq <= self.accepted else LOST
+
+    def settle(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
 
 class Peer:
@@ -47,6 +80,8 @@ class Peer:
     ) -> None:
         self.on_state = on_state
         """Called with True when a connection is up, False when one fails or drops."""
+        self.on_change: Callable[[], None] | None = None
+        """Called whenever connections or interests change (a routing cache is stale)."""
         self.host = host
         self.port = port
         self.config = config
@@ -59,7 +94,7 @@ class Peer:
         self._credit = 0
         self._credit_waiters: list[asyncio.Future[None]] = []
         self._seq = 0
-        self._pending: OrderedDict[int, asyncio.Future[int]] = OrderedDict()
+        self._pending: deque[Batch] = deque()
         self._replies: dict[int, asyncio.Future[Reply]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -82,10 +117,13 @@ class Peer:
             try:
                 # The host name is resolved again at every attempt: a restarted container
                 # comes back with a new address.
-                reader, writer = await asyncio.open_connection(
-                    self.host, self.port, ssl=self.config.ssl, limit=1 << 20
+                _, wire = await asyncio.get_running_loop().create_connection(
+                    lambda: Wire(self.config.settings.max_frame),
+                    self.host,
+                    self.port,
+                    ssl=self.config.ssl,
                 )
-                conn = await Connection.establish(reader, writer, self.config.settings, self._hello)
+                conn = await Connection.establish(wire, self.config.settings, self._hello)
             except (OSError, ProtocolError, AuthenticationFailed, ConnectionError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 self._report(False)
@@ -124,10 +162,9 @@ class Peer:
         self.last_error = reason
         # The interests stay, as the last known ones: copies owed to this peer wait for it to
         # come back (up to their publish timeout) instead of being dropped unseen.
-        pending, self._pending = self._pending, OrderedDict()
-        for future in pending.values():
-            if not future.done():
-                future.set_result(LOST)
+        pending, self._pending = self._pending, deque()
+        for batch in pending:
+            batch.settle()  # what was not ACCEPTed is LOST
         self._idle.set()
         replies, self._replies = self._replies, {}
         for waiter in replies.values():
@@ -137,6 +174,8 @@ class Peer:
         self._notify()
 
     def _notify(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
         self.changed.set()
         self.changed = asyncio.Event()
 
@@ -159,24 +198,28 @@ class Peer:
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, Accept):
             pending = self._pending
+            seq = frame.seq
             while pending:
-                seq, future = next(iter(pending.items()))
-                if seq > frame.seq:
+                batch = pending[0]
+                if batch.last > seq:
+                    if seq >= batch.first:
+                        batch.accepted = seq
                     break
-                del pending[seq]
-                if not future.done():
-                    future.set_result(ACCEPTED)
+                pending.popleft()
+                batch.accepted = batch.last
+                batch.settle()
             if not pending:
                 self._idle.set()
         elif isinstance(frame, Credit):
             self._credit += frame.messages
             self._wake_credit()
         elif isinstance(frame, Refuse):
-            refused = self._pending.pop(frame.seq) if frame.seq in self._pending else None
-            if refused is not None and not refused.done():
-                refused.set_result(REFUSED)
-            if not self._pending:
-                self._idle.set()
+            for batch in self._pending:
+                if batch.first <= frame.seq <= batch.last:
+                    if batch.refused is None:
+                        batch.refused = set()
+                    batch.refused.add(frame.seq)
+                    break
         elif isinstance(frame, Reply):
             waiter = self._replies.pop(frame.seq, None)
             if waiter is not None and not waiter.done():
@@ -191,6 +234,7 @@ class Peer:
             self._notify()
         elif isinstance(frame, Bye):
             self.ready.clear()  # draining: send it nothing new
+            self._notify()
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -200,11 +244,7 @@ class Peer:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def send(
-        self, envelope: Envelope, targets: tuple[int, ...], request: bool = False
-    ) -> tuple[asyncio.Future[int], asyncio.Future[Reply] | None]:
-        """Send one PUB once credit allows; return futures for its fate (ACCEPTED, REFUSED or
-        LOST) and, for a request, its reply."""
+    async def _take_credit(self) -> Connection:
         while self._credit <= 0:
             if self.conn is None or not self.ready.is_set():
                 raise ConnectionLost(f"{self.host}:{self.port} is not connected")
@@ -214,31 +254,56 @@ class Peer:
         conn = self.conn
         if conn is None or not self.ready.is_set():
             raise ConnectionLost(f"{self.host}:{self.port} is not connected")
-        self._credit -= 1
+        return conn
+
+    async def send(self, items: Sequence[Item], sent: list[tuple[Batch, int]]) -> None:
+        """Send ``items`` in PUB frames as credit allows (each frame as large as the credit,
+        the peer's largest frame and ``MAX_PUBS`` let it be). Each frame's ``Batch`` and the
+        index of its first item are appended to ``sent`` as they go out, so the caller knows
+        what went when this raises ``ConnectionLost`` part way."""
+        loop = asyncio.get_running_loop()
+        at = 0
+        while at < len(items):
+            conn = await self._take_credit()
+            end = min(len(items), at + self._credit)
+            first = self._seq + 1
+            frame, count = encode_pubs(first, items[at:end], 0, conn.peer.max_frame)
+            self._seq += count
+            self._credit -= count
+            batch = Batch(first, self._seq, loop.create_future())
+            self._pending.append(batch)
+            self._idle.clear()
+            conn.write(frame)
+            sent.append((batch, at))
+            at += count
+            await conn.drain()
+
+    def send_request(
+        self, envelope: Envelope, targets: tuple[int, ...]
+    ) -> asyncio.Future[Reply] | None:
+        """Send one request PUB if credit and the connection allow it now; return the future
+        of its reply (None when it was not sent)."""
+        conn = self.conn
+        if self._credit <= 0 or conn is None or not self.ready.is_set():
+            return None
         self._seq += 1
         seq = self._seq
-        loop = asyncio.get_running_loop()
-        fate: asyncio.Future[int] = loop.create_future()
-        self._pending[seq] = fate
-        self._idle.clear()
-        reply: asyncio.Future[Reply] | None = None
-        if request:
-            reply = loop.create_future()
-            self._replies[seq] = reply
-        conn.send(
-            Pub(
-                seq=seq,
-                subject=envelope.subject,
-                data=envelope.data,
-                targets=targets,
-                headers=envelope.headers,
-                key=envelope.key,
-                id=envelope.id,
-                request=request,
-            )
-        )
-        await conn.drain()
-        return fate, reply
+        frame = encode_request(seq, envelope, targets)  # max_payload keeps it within max_frame
+        self._credit -= 1
+        # No Batch: a request is answered by its REPLY (or REFUSE), not ACCEPT.
+        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._replies[seq] = reply
+        conn.write(frame)
+        return reply
+
+    async def request(self, envelope: Envelope, targets: tuple[int, ...]) -> asyncio.Future[Reply]:
+        """Send one request PUB once credit allows; return the future of its reply."""
+        while True:
+            conn = await self._take_credit()
+            reply = self.send_request(envelope, targets)
+            if reply is not None:
+                await conn.drain()
+                return reply
 
     async def wait_idle(self) -> None:
         """Return once no PUB is waiting for its ACCEPT or REFUSE (or the connection is gone)."""
