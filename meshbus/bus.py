@@ -12,7 +12,14 @@ from typing import Any
 from meshbus import codec
 from meshbus._resource import AsyncResource
 from meshbus.config import BusConfig, parse_url, resolve_config
-from meshbus.errors import Closed, ConfigurationError, NotStarted, NotSupported, PayloadTooLarge
+from meshbus.errors import (
+    Closed,
+    ConfigurationError,
+    MeshbusError,
+    NotStarted,
+    NotSupported,
+    PayloadTooLarge,
+)
 from meshbus.headers import CONTENT_TYPE, check_user_headers
 from meshbus.message import Message
 from meshbus.registry import TransportRegistry, default_registry
@@ -122,7 +129,20 @@ class Bus(AsyncResource):
 
     def _make(self, url: str) -> Transport:
         scheme, factory = self._factory(url)
-        return factory(url, self._options.get(scheme, {}))
+        return factory(url, self._options_for(scheme, factory))
+
+    def _options_for(self, scheme: str, factory: TransportFactory) -> Mapping[str, Any]:
+        """``options[scheme]``; failing that, the options given under another scheme that the
+        same channel serves (``{"amqp": {...}}`` applies to ``amqps://`` URLs too)."""
+        if scheme in self._options:
+            return self._options[scheme]
+        for other, given in self._options.items():
+            try:
+                if self._registry.factory(other) is factory:
+                    return given
+            except MeshbusError:
+                continue
+        return {}
 
     async def start(self) -> Bus:
         """Connect every channel the configuration names (idempotent); return ``self``."""
@@ -154,7 +174,7 @@ class Bus(AsyncResource):
         listener = getattr(factory, "listener", None)
         if listener is None:
             raise NotSupported(f"{scheme}:// channels cannot listen; use a tcp:// listen address")
-        made: Transport = listener(url, self._options.get(scheme, {}))
+        made: Transport = listener(url, self._options_for(scheme, factory))
         return made
 
     @property

@@ -171,3 +171,19 @@ def test_public_names_have_docstrings() -> None:
         obj = getattr(meshbus, public)
         if inspect.isclass(obj) or inspect.isfunction(obj):
             assert obj.__doc__, public
+
+
+def test_options_given_for_a_scheme_apply_to_its_sibling_schemes() -> None:
+    """``amqp`` and ``amqps`` are one channel: options given under either reach both, and
+    options under the URL's own scheme win."""
+    seen: list[dict[str, object]] = []
+
+    def factory(url: str, options: dict[str, object]) -> MemoryTransport:
+        seen.append(dict(options))
+        return MemoryTransport("memory://sibling", {})
+
+    registry = TransportRegistry({"plain": factory, "secure": factory}, entry_points=False)
+    meshbus.connect("secure://x", registry=registry, options={"plain": {"tls": "ctx"}})
+    meshbus.connect("secure://x", registry=registry, options={"secure": {"tls": "own"}})
+    meshbus.connect("secure://x", registry=registry, options={"memory": {"tls": "other"}})
+    assert seen == [{"tls": "ctx"}, {"tls": "own"}, {}]
