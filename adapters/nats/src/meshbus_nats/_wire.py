@@ -447,7 +447,17 @@ class MeshClient(Client):
             if sub.pending_msgs:
                 return False  # later ones follow the declined one, so order holds
             behind.discard(sid)
-        fields = {} if headers is None else parse_header_block(headers)
+        fields: dict[str, str] | None
+        if headers is None:
+            fields = {}
+        elif (
+            headers.startswith(_ID_HEAD_BYTES)
+            and headers.find(b"\r\n", _ID_HEAD_SIZE) == len(headers) - 4
+            and headers.isascii()
+        ):  # parse_header_block's first case, inlined
+            fields = {MESSAGE_ID: headers[_ID_HEAD_SIZE:-4].strip().decode()}
+        else:
+            fields = parse_header_block(headers)
         if fields is not None and deliver(subject.decode(), reply.decode(), data, fields):
             stats = self.stats
             stats["in_msgs"] += 1
