@@ -44,13 +44,26 @@ def _as_nats_py_reads(block: bytes) -> dict[str, str]:
     return Client._parse_header_lines(block[len(b"NATS/1.0\r\n") :])
 
 
+def _kept_value_not_utf8(block: bytes) -> bool:
+    """Whether a field nats-py keeps (its name ASCII without whitespace) has a value that is
+    not UTF-8 (nats-py puts U+FFFD there; meshbus leaves such a block to nats-py)."""
+    for line in block[len(b"NATS/1.0\r\n") :].split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        kept = name.strip().isascii() and not any(c.isspace() for c in name.strip().decode())
+        if sep and kept:
+            try:
+                value.decode()
+            except UnicodeDecodeError:
+                return True
+    return False
+
+
 def _check(block: bytes) -> None:
     parsed = parse_header_block(block)
-    expected = _as_nats_py_reads(block)
-    if parsed is None:  # left to nats-py: only for a value that is not UTF-8
-        assert any("\ufffd" in value for value in expected.values())
+    if parsed is None:
+        assert _kept_value_not_utf8(block)
     else:
-        assert parsed == expected
+        assert parsed == _as_nats_py_reads(block)
 
 
 @given(_BLOCKS)

@@ -238,7 +238,7 @@ class _Parser(nats_parser.Parser):
                 if self.generation != generation:
                     return
         if pos < end:
-            self.buf = bytearray(data[pos:])
+            self.buf = bytearray(memoryview(data)[pos:])
 
 
 _ATTRIBUTES = (
