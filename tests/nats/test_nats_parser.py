@@ -236,3 +236,17 @@ def test_reads_parse_as_nats_py_parses_them(items: list[bytes], cuts: list[int])
 def test_mesh_clients_read_with_their_own_parser() -> None:
     assert FAST_READ
     assert isinstance(MeshClient()._ps, _Parser)
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [b"HMSG a 1 6 5\r\n", b"HMSG a 1 2 3 \r\n", b"HMSG a x 2 3\r\n", b"HMSG a 1\r\n", b"FOO\r\n"],
+)
+def test_malformed_reads_are_protocol_errors(wire: bytes) -> None:
+    """Bad lines raise ``ProtocolError``, which makes nats-py drop the connection."""
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ProtocolError):
+            loop.run_until_complete(_Parser(_Recorder()).parse(wire))  # type: ignore[arg-type]
+    finally:
+        loop.close()

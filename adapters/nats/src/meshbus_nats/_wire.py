@@ -211,17 +211,36 @@ class _Parser(nats_parser.Parser):
             eol = data.find(b"\r\n", pos)
             if eol < 0:
                 break
-            message = split_message(data[pos:eol])
-            if message is None:  # another operation: nats-py's parser reads the line
-                line = data[pos : eol + 2]
-                pos = eol + 2
-                await super().parse(line)
-                if self.generation != generation:
-                    return  # reset (a reconnect): what is left belonged to the old connection
-                if self.buf or self.state != _AWAITING_CONTROL_LINE:
-                    raise ProtocolError("nats: unknown protocol")
-                continue
-            subject, sid, reply, header_size, size = message
+            # The usual line, HMSG <subject> <sid> [<reply>] <header size> <total size>, read
+            # here; anything else (MSG, other operations, malformed) by split_message.
+            args = data[pos + 5 : eol].split() if data.startswith(b"HMSG ", pos) else ()
+            if len(args) == 4:
+                subject, sid_digits, header_digits, total = args
+                reply = b""
+            elif len(args) == 5:
+                subject, sid_digits, reply, header_digits, total = args
+            else:
+                sid_digits = b""
+            if (
+                sid_digits
+                and (sid_digits + header_digits + total).isdigit()
+                and 48 <= data[eol - 1] <= 57  # no whitespace before the CRLF
+            ):
+                sid, header_size, size = int(sid_digits), int(header_digits), int(total)
+                if header_size > size:
+                    raise ProtocolError("nats: malformed MSG")
+            else:
+                message = split_message(data[pos:eol])
+                if message is None:  # another operation: nats-py's parser reads the line
+                    line = data[pos : eol + 2]
+                    pos = eol + 2
+                    await super().parse(line)
+                    if self.generation != generation:
+                        return  # reset (a reconnect): the rest belonged to the old connection
+                    if self.buf or self.state != _AWAITING_CONTROL_LINE:
+                        raise ProtocolError("nats: unknown protocol")
+                    continue
+                subject, sid, reply, header_size, size = message
             start = eol + 2
             stop = start + size
             if stop + 2 > end:
