@@ -13,7 +13,7 @@ import pytest_asyncio
 from nats.aio.client import Client
 
 import meshbus
-from meshbus.headers import MESSAGE_ID
+from meshbus.headers import KEY, MESSAGE_ID
 from meshbus.testing.brokers import NatsServer
 from meshbus.testing.proxy import TcpProxy
 from meshbus_nats import NatsTransport
@@ -84,10 +84,13 @@ async def test_plain_nats_messages_reach_meshbus(nats_server: NatsServer) -> Non
             await plain.publish(name, b"1")
             await plain.publish(name, b"2", headers={"a": "b", MESSAGE_ID: "given"})
             await plain.publish(name, b"3", headers={"x": " padded "})
+            await plain.publish(name, b"4", headers={KEY: "k"})
+            await plain.publish(name, b"5", headers={MESSAGE_ID: "\u00e9t\u00e9"})
             await plain.flush()
-            got = [await anext(sub) for _ in range(3)]
-        assert [m.data for m in got] == [b"1", b"2", b"3"]
-        assert [m.id for m in got] == ["", "given", ""]
+            got = [await anext(sub) for _ in range(5)]
+        assert [m.data for m in got] == [b"1", b"2", b"3", b"4", b"5"]
+        assert [m.id for m in got] == ["", "given", "", "", "\u00e9t\u00e9"]
+        assert [m.key for m in got] == [None, None, None, "k", None]
         assert got[0].headers == {}
         assert got[1].headers == {"a": "b", MESSAGE_ID: "given"}
         assert got[2].headers == {"x": "padded"}  # nats-py strips values; so do we

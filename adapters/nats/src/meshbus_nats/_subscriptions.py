@@ -143,20 +143,27 @@ class Broadcast(_Inbox):
     ) -> bool:
         """A message from the read loop; declined while the buffer is full (it then waits in
         nats-py's queue for ``_on_message``)."""
-        if len(self.queue) >= self.capacity:
+        queue = self.queue
+        if len(queue) >= self.capacity:
             return False
         if len(headers) > 1:
             headers.pop(NATS_MSG_ID, None)
-        self.push(
-            Message(
+        queue.append(
+            Message._received(
                 subject,
                 data,
                 headers,
-                key=headers.get(KEY),
-                id=headers.get(MESSAGE_ID, ""),
-                settler=self,
+                headers.get(KEY),
+                headers.get(MESSAGE_ID, ""),
+                1,
+                None,
+                self,
+                None,
             )
         )
+        waiter = self.waiter  # Inbox.push, inlined
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         return True
 
     async def _on_message(self, msg: Msg) -> None:

@@ -5,7 +5,7 @@ NATS clients read meshbus messages and meshbus reads theirs). nats-py encodes an
 field by field, and hands every message to a subscription through an ``asyncio.Queue`` and a
 task per subscription; on small messages that costs more than the rest of the round trip.
 ``MeshClient`` keeps nats-py's wire protocol, connection handling and every public behaviour,
-and overrides four private methods:
+and overrides four private methods and its protocol parser:
 
 - ``_send_publish``: the header block written in one join (same checks as nats-py: token names,
   values stripped, line breaks replaced); ``send`` and ``send_id`` are ``publish`` for subjects
@@ -16,13 +16,18 @@ and overrides four private methods:
   read loop, without nats-py's ``Msg``, queue and task; its function may decline a message (a
   full buffer), which then takes nats-py's usual path, and so does every later message until
   that path is empty again, so order holds;
+- the parser (``_Parser``): ``MSG`` and ``HMSG`` lines are read by offsets in each read,
+  without nats-py's regular expressions and per-message buffer deletions, and messages of
+  direct subscriptions are handed over without a coroutine each; every other line goes to
+  nats-py's parser. ``parse_header_block`` reads header blocks exactly as nats-py does
+  (``tests/nats/test_nats_parser.py`` checks both against nats-py on generated input);
 - ``_send_ping`` (the fix): nats-py 2.16 writes a flush's PING ahead of commands still waiting
   for its flusher task, so ``subscribe(); flush()`` could return before the server had the
   SUB. Pending commands are written first.
 
-``FAST`` is false when the installed nats-py does not have these methods with the signatures
-used here; the client then behaves exactly as nats-py's ``Client`` and nothing is delivered
-directly.
+``FAST`` (``FAST_READ`` for the parser) is false when the installed nats-py does not have
+these methods with the signatures used here; the client then behaves exactly as nats-py's
+``Client`` and nothing is delivered directly.
 """
 
 from __future__ import annotations
@@ -41,11 +46,21 @@ from nats.errors import (
     ConnectionDrainingError,
     MaxPayloadError,
     OutboundBufferLimitError,
+    ProtocolError,
 )
+from nats.protocol import parser as nats_parser
 
 from meshbus.headers import MESSAGE_ID
 
-__all__ = ["FAST", "NATS_MSG_ID", "DirectDelivery", "MeshClient", "parse_header_block"]
+__all__ = [
+    "FAST",
+    "FAST_READ",
+    "NATS_MSG_ID",
+    "DirectDelivery",
+    "MeshClient",
+    "parse_header_block",
+    "split_message",
+]
 
 DirectDelivery = Callable[[str, str, bytes, dict[str, str]], bool]
 """``(subject, reply, data, headers) -> taken``; called in the connection's read loop."""
@@ -62,6 +77,10 @@ _ID_BLOCK_SIZE = len(_ID_LINE) + 4
 _DEDUP_BLOCK_SIZE = _ID_BLOCK_SIZE + len(NATS_MSG_ID) + 4
 _ID_HEAD = f"{_HEAD}{MESSAGE_ID}:"
 _ID_HEAD_SIZE = len(_ID_HEAD)
+_ID_HEAD_BYTES = _ID_HEAD.encode()
+_HEAD_BYTES = _HEAD.encode()
+_ASCII_SPACE = b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
+"""What ``str.isspace`` calls whitespace among ASCII characters (nats-py's test for names)."""
 
 
 def _signature(name: str) -> list[str]:
@@ -80,30 +99,170 @@ FAST = (
 
 
 def parse_header_block(raw: bytes) -> dict[str, str] | None:
-    """The fields of a plain ``NATS/1.0`` header block, with nats-py's rules (names stripped,
-    names with whitespace inside dropped, values stripped); ``None`` for a status line
-    (``NATS/1.0 503``) or a block that is not UTF-8, which nats-py's parser then reads."""
-    try:
-        text = raw.decode()
-    except UnicodeDecodeError:
-        return None
-    if text.startswith(_ID_HEAD) and text.find("\r\n", _ID_HEAD_SIZE) == len(text) - 4:
-        return {MESSAGE_ID: text[_ID_HEAD_SIZE:-4].strip()}  # only the id, as most carry
-    if not text.startswith(_HEAD):
+    """The fields of a plain ``NATS/1.0`` header block, exactly as nats-py's
+    ``_parse_header_lines`` reads them (names and values stripped of ASCII whitespace, names
+    that are not ASCII or have whitespace inside dropped, the last of a repeated name kept);
+    ``None`` for a status line (``NATS/1.0 503``), anything not starting ``NATS/1.0``, or a
+    value that is not UTF-8, which nats-py's own parser then reads.
+
+    A block of the id alone, as meshbus writes most messages, takes a shorter path."""
+    if raw.startswith(_ID_HEAD_BYTES) and raw.find(b"\r\n", _ID_HEAD_SIZE) == len(raw) - 4:
+        try:
+            return {MESSAGE_ID: raw[_ID_HEAD_SIZE:-4].strip().decode()}
+        except UnicodeDecodeError:
+            return None
+    if not raw.startswith(_HEAD_BYTES):
         return None
     out: dict[str, str] = {}
-    for line in text[_HEAD_SIZE:].split("\r\n"):
-        if line:
-            name, sep, value = line.partition(":")
+    try:
+        for line in raw[_HEAD_SIZE:].split(b"\r\n"):
+            name, sep, value = line.partition(b":")
             if sep:
                 name = name.strip()
-                if name.isascii() and (not name or len(name.split()) == 1):
-                    out[name] = value.strip()
+                if name.isascii() and len(name.translate(None, _ASCII_SPACE)) == len(name):
+                    out[name.decode()] = value.strip().decode()
+    except UnicodeDecodeError:
+        return None
     return out
+
+
+_AWAITING_CONTROL_LINE = getattr(nats_parser, "AWAITING_CONTROL_LINE", None)
+FAST_READ = (
+    _AWAITING_CONTROL_LINE is not None
+    and _signature("_process_msg") == ["self", "sid", "subject", "reply", "data", "headers"]
+    and list(inspect.signature(nats_parser.Parser.parse).parameters) == ["self", "data"]
+    and list(inspect.signature(nats_parser.Parser.reset).parameters) == ["self"]
+)
+"""Whether nats-py's parser is the one ``_Parser`` extends."""
+
+
+def split_message(line: bytes) -> tuple[bytes, int, bytes, int, int] | None:
+    """The arguments of a ``MSG``/``HMSG`` control line (without its CRLF), as nats-py's
+    parser reads them: ``(subject, sid, reply, header size, total size)``; ``None`` for any
+    other line. Raises ``ProtocolError`` for a malformed one."""
+    if line.startswith(b"HMSG"):
+        op = 4
+        args = line[4:].split()
+        if len(args) == 4:
+            subject, sid, headers, total = args
+            reply = b""
+        elif len(args) == 5:
+            subject, sid, reply, headers, total = args
+        else:
+            raise ProtocolError("nats: malformed MSG")
+    elif line.startswith(b"MSG"):
+        op = 3
+        args = line[3:].split()
+        if len(args) == 3:
+            subject, sid, total = args
+            reply = b""
+        elif len(args) == 4:
+            subject, sid, reply, total = args
+        else:
+            raise ProtocolError("nats: malformed MSG")
+        headers = b"0"
+    else:
+        return None
+    if not (
+        line[op : op + 1].isspace()
+        and line[-1:].isdigit()
+        and sid.isdigit()
+        and headers.isdigit()
+        and total.isdigit()
+    ):
+        raise ProtocolError("nats: malformed MSG")
+    header_size, size = int(headers), int(total)
+    if header_size > size:
+        raise ProtocolError("nats: malformed MSG")
+    return subject, int(sid), reply, header_size, size
+
+
+class _Parser(nats_parser.Parser):
+    """nats-py's protocol parser, reading ``MSG`` and ``HMSG`` itself: it walks each read by
+    offsets (nats-py deletes every line and payload from the front of its buffer), tries no
+    regular expressions, and hands messages of direct subscriptions over without a coroutine
+    per message. Every other line (``PING``, ``INFO``, ``-ERR``...) goes to nats-py's own
+    parser, one line at a time."""
+
+    nc: MeshClient
+
+    def reset(self) -> None:
+        super().reset()
+        self.wanted = 0  # bytes the buffered partial message needs before another look
+        self.generation = getattr(self, "generation", 0) + 1
+
+    async def parse(self, data: bytes = b"") -> None:
+        if self.state != _AWAITING_CONTROL_LINE:  # left so by nats-py's own parse
+            await super().parse(data)
+            return
+        if self.buf:
+            self.buf.extend(data)
+            if len(self.buf) < self.wanted:
+                return
+            data = bytes(self.buf)
+        self.buf = bytearray()
+        self.wanted = 0
+        nc = self.nc
+        take = nc._take_direct
+        generation = self.generation
+        end = len(data)
+        pos = 0
+        while pos < end:
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            # The usual line, HMSG <subject> <sid> [<reply>] <header size> <total size>, read
+            # here; anything else (MSG, other operations, malformed) by split_message.
+            args = data[pos + 5 : eol].split() if data.startswith(b"HMSG ", pos) else ()
+            if len(args) == 4:
+                subject, sid_digits, header_digits, total = args
+                reply = b""
+            elif len(args) == 5:
+                subject, sid_digits, reply, header_digits, total = args
+            else:
+                sid_digits = b""
+            if (
+                sid_digits
+                and (sid_digits + header_digits + total).isdigit()
+                and 48 <= data[eol - 1] <= 57  # no whitespace before the CRLF
+            ):
+                sid, header_size, size = int(sid_digits), int(header_digits), int(total)
+                if header_size > size:
+                    raise ProtocolError("nats: malformed MSG")
+            else:
+                message = split_message(data[pos:eol])
+                if message is None:  # another operation: nats-py's parser reads the line
+                    line = data[pos : eol + 2]
+                    pos = eol + 2
+                    await super().parse(line)
+                    if self.generation != generation:
+                        return  # reset (a reconnect): the rest belonged to the old connection
+                    if self.buf or self.state != _AWAITING_CONTROL_LINE:
+                        raise ProtocolError("nats: unknown protocol")
+                    continue
+                subject, sid, reply, header_size, size = message
+            start = eol + 2
+            stop = start + size
+            if stop + 2 > end:
+                self.wanted = stop + 2 - pos
+                break
+            pos = stop + 2
+            if header_size:
+                headers: bytes | None = data[start : start + header_size]
+                payload = data[start + header_size : stop]
+            else:
+                headers, payload = None, data[start:stop]
+            if not take(sid, subject, reply, payload, headers):
+                await nc._queue_msg(sid, subject, reply, payload, headers)
+                if self.generation != generation:
+                    return
+        if pos < end:
+            self.buf = bytearray(memoryview(data)[pos:])
 
 
 _ATTRIBUTES = (
     "_status",
+    "_pending",
     "_flush_queue",
     "_pending_data_size",
     "_max_pending_size",
@@ -127,6 +286,8 @@ class MeshClient(Client):
         self._behind: set[int] = set()
         self._good_names: set[str] = set()
         self._heads: dict[tuple[str, int, int], bytes] = {}
+        if self.fast and FAST_READ and hasattr(self, "_ps"):
+            self._ps = _Parser(self)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -224,7 +385,11 @@ class MeshClient(Client):
         stats = self.stats
         stats["out_msgs"] += 1
         stats["out_bytes"] += size
-        await self._send_command(command)
+        # nats-py's _send_command, inlined (one coroutine less per message)
+        self._pending.append(command)
+        self._pending_data_size += len(command)
+        if 0 < self._max_pending_size < self._pending_data_size:
+            await self._flush_pending(force_flush=True)
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
 
@@ -245,7 +410,12 @@ class MeshClient(Client):
         stats = self.stats
         stats["out_msgs"] += 1
         stats["out_bytes"] += payload_size
-        await self._send_command(b"".join((line, block, payload, b"\r\n")))
+        command = b"".join((line, block, payload, b"\r\n"))
+        # nats-py's _send_command, inlined (one coroutine less per message)
+        self._pending.append(command)
+        self._pending_data_size += len(command)
+        if 0 < self._max_pending_size < self._pending_data_size:
+            await self._flush_pending(force_flush=True)
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
 
@@ -281,25 +451,50 @@ class MeshClient(Client):
         result: dict[str, str] | None = await super()._process_headers(headers)
         return result
 
+    def _take_direct(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> bool:
+        """Deliver a message of a direct subscription in the read loop; false when it takes
+        nats-py's path instead (no direct subscription, declined, a status line, not UTF-8,
+        or earlier messages of the subscription are still on that path)."""
+        direct = self._direct.get(sid)
+        if direct is None:
+            return False
+        sub, deliver = direct
+        behind = self._behind
+        if behind and sid in behind:
+            if sub.pending_msgs:
+                return False  # later ones follow the declined one, so order holds
+            behind.discard(sid)
+        fields: dict[str, str] | None
+        if headers is None:
+            fields = {}
+        elif (
+            headers.startswith(_ID_HEAD_BYTES)
+            and headers.find(b"\r\n", _ID_HEAD_SIZE) == len(headers) - 4
+            and headers.isascii()
+        ):  # parse_header_block's first case, inlined
+            fields = {MESSAGE_ID: headers[_ID_HEAD_SIZE:-4].strip().decode()}
+        else:
+            fields = parse_header_block(headers)
+        if fields is not None and deliver(subject.decode(), reply.decode(), data, fields):
+            stats = self.stats
+            stats["in_msgs"] += 1
+            stats["in_bytes"] += len(data)
+            sub._received += 1
+            return True
+        behind.add(sid)
+        return False
+
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
-        direct = self._direct.get(sid)
-        if direct is not None:
-            sub, deliver = direct
-            behind = self._behind
-            if behind and sid in behind and not sub.pending_msgs:
-                behind.discard(sid)
-            if not behind or sid not in behind:
-                fields = {} if headers is None else parse_header_block(headers)
-                if fields is not None and deliver(subject.decode(), reply.decode(), data, fields):
-                    stats = self.stats
-                    stats["in_msgs"] += 1
-                    stats["in_bytes"] += len(data)
-                    sub._received += 1
-                    return
-                # Declined, a status line or not UTF-8: this message takes nats-py's path, and
-                # later ones follow it there until that queue is empty, so order holds.
-                self._behind.add(sid)
+        if not self._take_direct(sid, subject, reply, data, headers):
+            await self._queue_msg(sid, subject, reply, data, headers)
+
+    async def _queue_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        """nats-py's own delivery (its ``Msg``, the subscription's queue and task)."""
         # nats-py annotates headers as bytes; its parser passes None for a message without.
         await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
