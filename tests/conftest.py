@@ -1,4 +1,9 @@
-"""What several tiers share: the Docker engine (the doctor's engine checks and tests/e2e)."""
+"""What several tiers share: the real-broker fixtures of ``meshbus.testing.pytest_plugin``
+(conformance, brokers, nats, kafka, rabbitmq) and the Docker engine (the doctor's engine checks
+and tests/e2e).
+
+pytest accepts ``pytest_plugins`` only in the rootdir conftest, so the broker fixtures are
+imported here instead, once for every tier."""
 
 from __future__ import annotations
 
@@ -13,6 +18,24 @@ from pathlib import Path
 import pytest
 
 from meshbus.testing._infra import missing
+from meshbus.testing.pytest_plugin import (
+    kafka_broker,
+    kafka_broker_factory,
+    nats_server,
+    nats_server_factory,
+    rabbitmq_server,
+    rabbitmq_server_factory,
+)
+
+__all__ = [
+    "docker_engine",
+    "kafka_broker",
+    "kafka_broker_factory",
+    "nats_server",
+    "nats_server_factory",
+    "rabbitmq_server",
+    "rabbitmq_server_factory",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 
