@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+from meshbus._adapters import move_typed, reject_unknown
 from meshbus.channels.direct.connection import ConnectionSettings
 from meshbus.channels.direct.frames import DEFAULT_MAX_FRAME
 from meshbus.config import parse_url
@@ -74,16 +75,11 @@ class DirectConfig:
         token = values.pop("token", None)
         numbers: dict[str, float] = {}
         try:
-            for name in _FLOATS:
-                if name in values:
-                    numbers[name] = float(values.pop(name))
-            for name in _INTS:
-                if name in values:
-                    numbers[name] = int(values.pop(name))
+            move_typed(values, numbers, floats=_FLOATS)
+            move_typed(values, numbers, ints=_INTS)
         except (TypeError, ValueError) as exc:
             raise InvalidURL(url, f"a numeric option is not a number: {exc}") from exc
-        if values:
-            raise InvalidURL(url, f"unknown {parts.scheme}:// options: {', '.join(sorted(values))}")
+        reject_unknown(url, parts.scheme, values)
         if any(value <= 0 for value in numbers.values()):
             raise InvalidURL(url, "numeric options must be greater than zero")
         max_payload = int(numbers.get("max_payload", DEFAULT_MAX_PAYLOAD))

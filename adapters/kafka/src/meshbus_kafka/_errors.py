@@ -5,12 +5,9 @@ Most specific class first; the original exception is kept as ``__cause__``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Iterator
-
 import aiokafka.errors as kafka
 
+from meshbus._adapters import error_mapper
 from meshbus.errors import (
     AuthenticationFailed,
     Closed,
@@ -72,14 +69,5 @@ def translate(exc: BaseException, op: str, subject: str = "", timeout: float = 0
     return TransportError(f"Kafka failed during {op}{where}: {exc!r}")
 
 
-@contextlib.contextmanager
-def mapped(op: str, subject: str = "", timeout: float = 0.0) -> Iterator[None]:
-    """Raise aiokafka's exceptions inside the block as meshbus errors (``from`` the original)."""
-    try:
-        yield
-    except MeshbusError:
-        raise
-    except asyncio.CancelledError:
-        raise
-    except KAFKA_ERRORS as exc:
-        raise translate(exc, op, subject, timeout) from exc
+mapped = error_mapper(KAFKA_ERRORS, translate)
+"""Raise aiokafka's exceptions inside the block as meshbus errors (``from`` the original)."""

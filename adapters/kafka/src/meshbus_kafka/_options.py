@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from meshbus._adapters import move_typed, reject_unknown, take_tls
 from meshbus.config import parse_url
 from meshbus.errors import InvalidURL
 
@@ -93,29 +94,16 @@ class KafkaOptions:
             values["sasl_username"] = unquote(user)
             values["sasl_password"] = unquote(password)
         try:
-            for name in _INTS:
-                if name in settings:
-                    values[name] = int(settings.pop(name))
-            for name in _FLOATS:
-                if name in settings:
-                    values[name] = float(settings.pop(name))
-            for name in _STRS:
-                if name in settings:
-                    values[name] = str(settings.pop(name))
+            move_typed(settings, values, ints=_INTS, floats=_FLOATS, strs=_STRS)
             if "idempotence" in settings:
                 flag = settings.pop("idempotence")
                 values["idempotence"] = flag if isinstance(flag, bool) else _flag(str(flag))
         except (TypeError, ValueError) as exc:
             raise InvalidURL(url, f"bad kafka:// option: {exc}") from exc
-        if "tls" in settings:
-            tls = settings.pop("tls")
-            if not isinstance(tls, ssl.SSLContext):
-                raise InvalidURL(url, "the kafka 'tls' option is an ssl.SSLContext")
-            values["tls"] = tls
+        take_tls(url, "kafka", settings, values)
         if "client_options" in settings:
             values["client_options"] = dict(settings.pop("client_options"))
-        if settings:
-            raise InvalidURL(url, f"unknown kafka:// options: {', '.join(sorted(settings))}")
+        reject_unknown(url, "kafka", settings)
         made = cls(**values)
         made._check(url)
         return made

@@ -6,12 +6,11 @@ Most specific class first; the original exception is kept as ``__cause__``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 
 import nats.errors
 import nats.js.errors
 
+from meshbus._adapters import error_mapper
 from meshbus.errors import (
     AuthenticationFailed,
     Closed,
@@ -63,12 +62,5 @@ def translate(exc: BaseException, op: str, subject: str = "", timeout: float = 0
     return TransportError(f"NATS failed during {op}{where}: {exc!r}")
 
 
-@contextlib.contextmanager
-def mapped(op: str, subject: str = "", timeout: float = 0.0) -> Iterator[None]:
-    """Raise nats-py's exceptions inside the block as meshbus errors (``from`` the original)."""
-    try:
-        yield
-    except MeshbusError:
-        raise
-    except (nats.errors.Error, OSError, TimeoutError) as exc:
-        raise translate(exc, op, subject, timeout) from exc
+mapped = error_mapper((nats.errors.Error, OSError, TimeoutError), translate)
+"""Raise nats-py's exceptions inside the block as meshbus errors (``from`` the original)."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlunsplit
 
+from meshbus._adapters import move_typed, reject_unknown, take_tls
 from meshbus.config import parse_url
 from meshbus.errors import InvalidURL
 
@@ -67,23 +68,18 @@ class NatsOptions:
                     values[name] = str(settings.pop(name))
                     if not _NAME.fullmatch(values[name]):
                         raise ValueError(f"{name} must match [A-Za-z0-9_-]+")
-            for name in ("max_deliver", "buffer"):
-                if name in settings:
-                    values[name] = int(settings.pop(name))
-            for name in ("ack_wait", "ack_timeout", "connect_timeout", "reconnect_wait"):
-                if name in settings:
-                    values[name] = float(settings.pop(name))
+            move_typed(
+                settings,
+                values,
+                ints=("max_deliver", "buffer"),
+                floats=("ack_wait", "ack_timeout", "connect_timeout", "reconnect_wait"),
+            )
         except (TypeError, ValueError) as exc:
             raise InvalidURL(url, f"bad nats:// option: {exc}") from exc
-        if "tls" in settings:
-            tls = settings.pop("tls")
-            if not isinstance(tls, ssl.SSLContext):
-                raise InvalidURL(url, "the nats 'tls' option is an ssl.SSLContext")
-            values["tls"] = tls
+        take_tls(url, "nats", settings, values)
         if "client_options" in settings:
             values["client_options"] = dict(settings.pop("client_options"))
-        if settings:
-            raise InvalidURL(url, f"unknown nats:// options: {', '.join(sorted(settings))}")
+        reject_unknown(url, "nats", settings)
         made = cls(**values)
         if made.max_deliver == 0 or made.max_deliver < -1 or made.buffer < 1:
             raise InvalidURL(url, "max_deliver is -1 or at least 1; buffer at least 1")

@@ -6,11 +6,10 @@ Most specific class first; the original exception is kept as ``__cause__``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 
 import aiormq.exceptions as amqp
 
+from meshbus._adapters import error_mapper
 from meshbus.errors import (
     AuthenticationFailed,
     ConnectFailed,
@@ -70,12 +69,5 @@ def translate(exc: BaseException, op: str, subject: str = "", timeout: float = 0
     return TransportError(f"RabbitMQ failed during {op}{where}: {exc!r}")
 
 
-@contextlib.contextmanager
-def mapped(op: str, subject: str = "", timeout: float = 0.0) -> Iterator[None]:
-    """Raise aio-pika's exceptions inside the block as meshbus errors (``from`` the original)."""
-    try:
-        yield
-    except MeshbusError:
-        raise
-    except AMQP_ERRORS as exc:
-        raise translate(exc, op, subject, timeout) from exc
+mapped = error_mapper(AMQP_ERRORS, translate)
+"""Raise aio-pika's exceptions inside the block as meshbus errors (``from`` the original)."""

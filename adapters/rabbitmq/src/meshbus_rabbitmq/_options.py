@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlunsplit
 
+from meshbus._adapters import move_typed, reject_unknown, take_tls
 from meshbus.config import parse_url
 from meshbus.errors import InvalidURL
 
@@ -71,21 +72,16 @@ class RabbitOptions:
                     values[name] = str(settings.pop(name))
                     if not _NAME.fullmatch(values[name]) or values[name].startswith("amq."):
                         raise ValueError(f"{name} must match [A-Za-z0-9_.-]+, not amq.*")
-            for name in ("max_deliver", "max_payload"):
-                if name in settings:
-                    values[name] = int(settings.pop(name))
-            for name in ("connect_timeout", "reconnect_wait", "confirm_timeout"):
-                if name in settings:
-                    values[name] = float(settings.pop(name))
+            move_typed(
+                settings,
+                values,
+                ints=("max_deliver", "max_payload"),
+                floats=("connect_timeout", "reconnect_wait", "confirm_timeout"),
+            )
         except (TypeError, ValueError) as exc:
             raise InvalidURL(url, f"bad amqp:// option: {exc}") from exc
-        if "tls" in settings:
-            tls = settings.pop("tls")
-            if not isinstance(tls, ssl.SSLContext):
-                raise InvalidURL(url, "the amqp 'tls' option is an ssl.SSLContext")
-            values["tls"] = tls
-        if settings:
-            raise InvalidURL(url, f"unknown amqp:// options: {', '.join(sorted(settings))}")
+        take_tls(url, "amqp", settings, values)
+        reject_unknown(url, "amqp", settings)
         made = cls(**values)
         if made.max_deliver == 0 or made.max_deliver < -1:
             raise InvalidURL(url, "max_deliver is -1 or at least 1")
