@@ -45,6 +45,17 @@ def record_latency(benchmark: Any, samples: list[float]) -> None:
         benchmark.extra_info["p99_us"] = round(ordered[int(len(ordered) * 0.99)] * 1e6, 1)
 
 
+def bench_round_trips(
+    benchmark: Any, run: Runner, session: Callable[[list[float]], Awaitable[Any]], rounds: int
+) -> None:
+    """Benchmark ``session(samples)``, which makes ``rounds`` round trips and records each
+    in ``samples``: three rounds after a warm-up, then requests a second and p50/p99."""
+    samples: list[float] = []
+    benchmark.pedantic(lambda: run(lambda: session(samples)), rounds=3, warmup_rounds=1)
+    record_throughput(benchmark, rounds)
+    record_latency(benchmark, samples)
+
+
 async def consume_acking(sub: AsyncIterator[Any], count: int) -> None:
     """Receive ``count`` messages from ``sub``, acking each: the consumer every one-way
     benchmark uses."""

@@ -9,7 +9,13 @@ import asyncio
 import uuid
 
 import pytest
-from conftest import Runner, consume_acking, record_latency, record_throughput, time_requests
+from conftest import (
+    Runner,
+    bench_round_trips,
+    consume_acking,
+    record_throughput,
+    time_requests,
+)
 
 import meshbus
 
@@ -74,13 +80,10 @@ def test_memory_one_way(benchmark: object, run: Runner, size: str, mode: str) ->
 
 def test_memory_request_reply(benchmark: object, run: Runner) -> None:
     """Sequential request/reply round trips of 100 B."""
-    samples: list[float] = []
     rounds = 1_000
 
-    async def session() -> None:
+    async def session(samples: list[float]) -> None:
         async with meshbus.connect(url()) as bus:
             await time_requests(bus, bus, "bench.rpc", rounds, samples)
 
-    benchmark.pedantic(lambda: run(session), rounds=3, warmup_rounds=1)  # type: ignore[attr-defined]
-    record_throughput(benchmark, rounds)
-    record_latency(benchmark, samples)
+    bench_round_trips(benchmark, run, session, rounds)

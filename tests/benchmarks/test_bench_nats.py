@@ -26,7 +26,13 @@ from typing import Any
 
 import nats
 import pytest
-from conftest import Runner, consume_acking, record_latency, record_throughput, time_requests
+from conftest import (
+    Runner,
+    bench_round_trips,
+    consume_acking,
+    record_throughput,
+    time_requests,
+)
 from nats.js.api import RetentionPolicy
 
 import meshbus
@@ -276,19 +282,9 @@ async def meshbus_request(url: str, samples: list[float]) -> None:
 
 def test_nats_raw_request_baseline(benchmark: object, run: Runner, server: NatsServer) -> None:
     """Raw nats-py request -> queue subscriber responding."""
-    samples: list[float] = []
-    benchmark.pedantic(  # type: ignore[attr-defined]
-        lambda: run(lambda: raw_request(server.url, samples)), rounds=3, warmup_rounds=1
-    )
-    record_throughput(benchmark, ROUNDS)
-    record_latency(benchmark, samples)
+    bench_round_trips(benchmark, run, lambda samples: raw_request(server.url, samples), ROUNDS)
 
 
 def test_nats_request_reply(benchmark: object, run: Runner, server: NatsServer) -> None:
     """meshbus request -> group member responding."""
-    samples: list[float] = []
-    benchmark.pedantic(  # type: ignore[attr-defined]
-        lambda: run(lambda: meshbus_request(server.url, samples)), rounds=3, warmup_rounds=1
-    )
-    record_throughput(benchmark, ROUNDS)
-    record_latency(benchmark, samples)
+    bench_round_trips(benchmark, run, lambda samples: meshbus_request(server.url, samples), ROUNDS)

@@ -23,7 +23,13 @@ from collections.abc import Iterator
 
 import aio_pika
 import pytest
-from conftest import Runner, consume_acking, record_latency, record_throughput, time_requests
+from conftest import (
+    Runner,
+    bench_round_trips,
+    consume_acking,
+    record_throughput,
+    time_requests,
+)
 
 import meshbus
 from meshbus.bus import Outgoing
@@ -211,22 +217,12 @@ def test_rabbitmq_raw_request_baseline(
     benchmark: object, run: Runner, server: RabbitMQServer
 ) -> None:
     """Raw aio-pika RPC: request queue, exclusive reply queue, correlation ids."""
-    samples: list[float] = []
-    benchmark.pedantic(  # type: ignore[attr-defined]
-        lambda: run(lambda: raw_request(server.url, samples)), rounds=3, warmup_rounds=1
-    )
-    record_throughput(benchmark, ROUNDS)
-    record_latency(benchmark, samples)
+    bench_round_trips(benchmark, run, lambda samples: raw_request(server.url, samples), ROUNDS)
 
 
 def test_rabbitmq_request_reply(benchmark: object, run: Runner, server: RabbitMQServer) -> None:
-    """meshbus request (direct reply-to) -> group member responding."""
-    samples: list[float] = []
-    benchmark.pedantic(  # type: ignore[attr-defined]
-        lambda: run(lambda: meshbus_request(server.url, samples)), rounds=3, warmup_rounds=1
-    )
-    record_throughput(benchmark, ROUNDS)
-    record_latency(benchmark, samples)
+    """meshbus request (a reply queue per connection) -> group member responding."""
+    bench_round_trips(benchmark, run, lambda samples: meshbus_request(server.url, samples), ROUNDS)
 
 
 async def faststream_request(url: str, samples: list[float]) -> None:
@@ -255,9 +251,6 @@ def test_rabbitmq_faststream_request(
     benchmark: object, run: Runner, server: RabbitMQServer
 ) -> None:
     """FastStream request() (direct reply-to) -> subscriber returning the body."""
-    samples: list[float] = []
-    benchmark.pedantic(  # type: ignore[attr-defined]
-        lambda: run(lambda: faststream_request(server.url, samples)), rounds=3, warmup_rounds=1
+    bench_round_trips(
+        benchmark, run, lambda samples: faststream_request(server.url, samples), ROUNDS
     )
-    record_throughput(benchmark, ROUNDS)
-    record_latency(benchmark, samples)
