@@ -1,10 +1,13 @@
-"""A numbered publish/consume load for testing what a channel keeps through an outage: every
-publish that returned must be consumed (contract points 5 and 11)."""
+"""Testing what a channel does through an outage: a numbered publish/consume load in which
+every publish that returned must be consumed (contract points 5 and 11), and publishes that
+must fail in their own time while the broker is down."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -12,7 +15,7 @@ from meshbus.bus import Bus
 from meshbus.errors import MeshbusTimeout, TransportError
 from meshbus.subscription import Subscription
 
-__all__ = ["ConfirmedLoad"]
+__all__ = ["ConfirmedLoad", "publishes_fail_in_time"]
 
 
 class ConfirmedLoad:
@@ -105,3 +108,39 @@ class ConfirmedLoad:
         """After :meth:`published`: wait until every confirmed publish was consumed."""
         async with asyncio.timeout(within):
             await self._all_in.wait()
+
+
+async def publishes_fail_in_time(
+    bus: Bus, stop_broker: Callable[[], object], *, warm: Sequence[str] = ("x",)
+) -> None:
+    """Stop the broker (``stop_broker`` runs in a thread), then check that a publish to a
+    declared group's subject and to a subject nobody declared, and a request, each raise
+    ``MeshbusTimeout`` or ``TransportError`` after their own 0.5 s timeout, within 3 s.
+
+    Before the outage the group ``g<tag>`` is declared on ``o<tag>.x`` and one message is
+    published to each of ``o<tag>.<w>`` for ``w`` in ``warm``; the bus is closed at the end.
+    """
+    tag = uuid.uuid4().hex[:10]
+    await bus.declare_group(f"o{tag}.x", f"g{tag}")
+    for token in warm:
+        await bus.publish(f"o{tag}.{token}", b"before")
+    await asyncio.to_thread(stop_broker)
+    await asyncio.sleep(0.5)
+    loop = asyncio.get_running_loop()
+    for subject in (f"o{tag}.x", f"o{tag}.y"):
+        started = loop.time()
+        try:
+            await bus.publish(subject, b"during", timeout=0.5)
+        except (MeshbusTimeout, TransportError):
+            pass
+        else:
+            raise AssertionError(f"a publish to {subject} with the broker down returned")
+        took = loop.time() - started
+        assert took < 3, f"a publish with a 0.5 s timeout took {took:.1f} s to fail"
+    try:
+        await bus.request(f"o{tag}.x", b"?", timeout=0.5)
+    except (MeshbusTimeout, TransportError):
+        pass
+    else:
+        raise AssertionError("a request with the broker down was answered")
+    await bus.close(timeout=0.5)
