@@ -23,6 +23,7 @@ __all__ = [
     "RESERVED_PREFIX",
     "TRACEPARENT",
     "check_user_headers",
+    "dead_letter_headers",
     "dead_letter_subject",
 ]
 
@@ -44,6 +45,19 @@ DEAD_LETTER_PREFIX = "dead-letter"
 def dead_letter_subject(group: str) -> str:
     """The subject where ``reject()`` moves the messages of ``group``: ``dead-letter.<group>``."""
     return f"{DEAD_LETTER_PREFIX}.{group}"
+
+
+def dead_letter_headers(
+    headers: Mapping[str, str], subject: str, group: str, reason: str, attempt: int
+) -> dict[str, str]:
+    """A copy of a rejected message's ``headers`` with where it was published, the group that
+    rejected it, why, and the attempt it was on: what ``dead-letter.<group>`` receives."""
+    dead = dict(headers)
+    dead[DEAD_SUBJECT] = subject
+    dead[DEAD_REASON] = reason
+    dead[DEAD_GROUP] = group
+    dead[ATTEMPT] = str(attempt)
+    return dead
 
 
 def check_user_headers(headers: Mapping[str, str] | None) -> dict[str, str]:

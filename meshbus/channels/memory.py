@@ -29,12 +29,9 @@ from urllib.parse import parse_qs
 from meshbus.config import parse_url
 from meshbus.errors import Closed, InvalidURL, NoResponders, PublishTimeout, RequestTimeout
 from meshbus.headers import (
-    ATTEMPT,
     CORRELATION_ID,
-    DEAD_GROUP,
-    DEAD_REASON,
-    DEAD_SUBJECT,
     REPLY_TO,
+    dead_letter_headers,
     dead_letter_subject,
 )
 from meshbus.message import Message
@@ -322,12 +319,10 @@ class _Member(_Subscriber):
         if entry is None:
             return
         original = entry.envelope
-        headers = dict(original.headers)
+        headers = dead_letter_headers(
+            original.headers, original.subject, self.group.name, reason, entry.attempt
+        )
         headers.pop(REPLY_TO, None)
-        headers[DEAD_SUBJECT] = original.subject
-        headers[DEAD_REASON] = reason
-        headers[DEAD_GROUP] = self.group.name
-        headers[ATTEMPT] = str(entry.attempt)
         dead = Envelope(
             dead_letter_subject(self.group.name), original.data, headers, original.key, original.id
         )

@@ -22,11 +22,8 @@ from meshbus.channels.file._janitor import give_back, release
 from meshbus.channels.file._layout import GroupInfo
 from meshbus.errors import CorruptMessage
 from meshbus.headers import (
-    ATTEMPT,
-    DEAD_GROUP,
-    DEAD_REASON,
-    DEAD_SUBJECT,
     REPLY_TO,
+    dead_letter_headers,
     dead_letter_subject,
 )
 from meshbus.message import Message
@@ -185,12 +182,10 @@ class FileSubscription:
         if name is None:
             return
         if not self.broadcast:
-            headers = dict(message.headers)
+            headers = dead_letter_headers(
+                message.headers, message.subject, self.info.group, reason, message.attempt
+            )
             headers.pop(REPLY_TO, None)
-            headers[DEAD_SUBJECT] = message.subject
-            headers[DEAD_REASON] = reason
-            headers[DEAD_GROUP] = self.info.group
-            headers[ATTEMPT] = str(message.attempt)
             subject = dead_letter_subject(self.info.group)
             dead = Envelope(subject, message.data, headers, message.key, message.id)
             await self.transport.publish(dead, None)

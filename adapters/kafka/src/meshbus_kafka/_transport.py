@@ -31,11 +31,9 @@ from meshbus.errors import (
 from meshbus.headers import (
     ATTEMPT,
     CORRELATION_ID,
-    DEAD_GROUP,
-    DEAD_REASON,
-    DEAD_SUBJECT,
     MESSAGE_ID,
     REPLY_TO,
+    dead_letter_headers,
     dead_letter_subject,
 )
 from meshbus.message import Message
@@ -294,11 +292,9 @@ class KafkaTransport:
 
     async def dead_letter(self, message: Message, group: str, reason: str) -> None:
         """Publish ``message`` to ``dead-letter.<group>`` with the reason and attempt count."""
-        headers = dict(message.headers)
-        headers[DEAD_SUBJECT] = message.subject
-        headers[DEAD_REASON] = reason
-        headers[DEAD_GROUP] = group
-        headers[ATTEMPT] = str(message.attempt)
+        headers = dead_letter_headers(
+            message.headers, message.subject, group, reason, message.attempt
+        )
         subject = dead_letter_subject(group)
         topic = self.topic(subject)
         if is_hashed(topic):

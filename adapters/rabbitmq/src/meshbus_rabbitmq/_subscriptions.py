@@ -20,7 +20,7 @@ import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
-from meshbus.headers import ATTEMPT, DEAD_GROUP, DEAD_REASON, DEAD_SUBJECT, KEY
+from meshbus.headers import KEY, dead_letter_headers
 from meshbus.headers import dead_letter_subject as dead_letter_subject_of
 from meshbus.message import Message
 from meshbus.transport import Envelope
@@ -313,11 +313,9 @@ class Member(_Inbox):
         await self._dead_letter(message, reason)
 
     async def _dead_letter(self, message: Message, reason: str) -> None:
-        headers = dict(message.headers)
-        headers[DEAD_SUBJECT] = message.subject
-        headers[DEAD_REASON] = reason
-        headers[DEAD_GROUP] = self.group
-        headers[ATTEMPT] = str(message.attempt)
+        headers = dead_letter_headers(
+            message.headers, message.subject, self.group, reason, message.attempt
+        )
         await self.transport.publish_dead_letter(
             self.dead_subject, message.data, headers, f"{message.id}:dead:{self.group}"
         )
