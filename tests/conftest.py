@@ -28,6 +28,7 @@ from meshbus.testing.pytest_plugin import (
 )
 
 __all__ = [
+    "certificate",
     "docker_engine",
     "kafka_broker",
     "kafka_broker_factory",
@@ -38,6 +39,24 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (readable, for a broker process),
+    made by the openssl command: missing, it skips (fails under ``MESHBUS_REQUIRE_INFRA=1``)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        missing("the openssl command", "apt-get install openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    key.chmod(0o644)
+    return cert, key
 
 
 @pytest.fixture(scope="session")

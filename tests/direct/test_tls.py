@@ -1,12 +1,11 @@
 """tcp:// over TLS (an ``ssl.SSLContext`` in the options): publish, a large message, and a
-request/reply, with a certificate made for the test by the openssl command."""
+request/reply, with a certificate made for the test by the openssl command (the
+``certificate`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,37 +13,6 @@ import pytest
 import meshbus
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 async def test_publish_and_request_over_tls(certificate: tuple[Path, Path]) -> None:

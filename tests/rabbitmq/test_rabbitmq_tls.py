@@ -1,11 +1,9 @@
 """amqps://: TLS to a RabbitMQ node with a TLS listener and a self-signed certificate (made
-with the openssl command line for the test)."""
+with the openssl command line for the test: the ``certificate`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -17,28 +15,12 @@ from meshbus.testing.brokers import RabbitMQServer, free_port
 from meshbus.testing.pytest_plugin import BrokerFactory
 
 
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("needs the openssl command")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    key.chmod(0o644)  # the broker runs as this user, but keep it readable
-    return cert, key
-
-
 @pytest.mark.asyncio
 @pytest.mark.timeout(120)
 async def test_amqps_with_a_tls_context(
-    rabbitmq_server_factory: BrokerFactory[RabbitMQServer], tmp_path: Path
+    rabbitmq_server_factory: BrokerFactory[RabbitMQServer], certificate: tuple[Path, Path]
 ) -> None:
-    cert, key = self_signed(tmp_path)
+    cert, key = certificate
     tls_port = free_port()
     rabbitmq_server_factory(
         config={
