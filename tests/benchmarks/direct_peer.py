@@ -15,12 +15,12 @@ until its stdin closes.
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 import sys
 import time
 
 import meshbus
+from meshbus.testing.brokers import free_port
 
 _LEN = struct.Struct(">I")
 
@@ -28,12 +28,6 @@ _LEN = struct.Struct(">I")
 def _report() -> None:
     sys.stdout.write(f"done {time.process_time():.6f}\n")
     sys.stdout.flush()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 _writers: set[asyncio.StreamWriter] = set()
@@ -89,7 +83,7 @@ async def main(kind: str, size: int, count: int) -> None:
             writer.close()
         await asyncio.sleep(0.1)
         return
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     async with meshbus.connect(address, listen=address) as bus:
         subject, group = ("bench.data", "g") if kind == "tcp-sink" else ("bench.rpc", "svc")

@@ -11,6 +11,7 @@ import pytest_asyncio
 
 from meshbus.__main__ import main
 from meshbus.doctor import diagnose, render
+from meshbus.testing.brokers import free_port
 from meshbus.testing.dns import FakeDns, running_dns
 
 
@@ -34,11 +35,7 @@ async def listening() -> AsyncIterator[int]:
 
 
 def closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])  # nothing listens once the socket closes
+    return free_port()  # nothing listens on it
 
 
 def levels(findings: list[object]) -> list[str]:

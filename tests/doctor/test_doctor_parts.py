@@ -27,6 +27,7 @@ from meshbus.doctor._peers import (
 )
 from meshbus.doctor._report import Finding
 from meshbus.errors import DockerEngineError
+from meshbus.testing.brokers import free_port
 
 ID_ME = "a" * 64
 ID_PEER = "b" * 64
@@ -344,20 +345,12 @@ async def test_diagnose_without_a_socket_says_skip(tmp_path: Path) -> None:
 @pytest_asyncio.fixture
 async def meshbus_listener() -> AsyncIterator[int]:
     """A meshbus direct listener on 127.0.0.1 with a token."""
-    port = _free_port()
+    port = free_port()
     async with (
         meshbus.connect("memory://doctor", listen=f"tcp://127.0.0.1:{port}?token=s3cret") as bus,
         bus.subscribe("doctor.>", group="probe"),
     ):
         yield port
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.asyncio

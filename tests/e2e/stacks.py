@@ -245,14 +245,6 @@ def healthy(container: Container) -> bool:
     return bool(container.attrs["State"].get("Health", {}).get("Status") == "healthy")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def jobs_handled(records: list[dict[str, Any]]) -> dict[int, set[str]]:
     """seq -> the workers that logged handling the job."""
     handled: dict[int, set[str]] = {}
