@@ -36,6 +36,7 @@ __all__ = [
     "nats_server_factory",
     "rabbitmq_server",
     "rabbitmq_server_factory",
+    "script_env",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,20 +61,26 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def docker_engine() -> Iterator[str]:
+def script_env() -> dict[str, str]:
+    """The environment for the repository's scripts: this Python as ``PY``, its folder first
+    on ``PATH`` (the compose binary, nats-server)."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PY": sys.executable, "PATH": path}
+
+
+@pytest.fixture(scope="session")
+def docker_engine(script_env: dict[str, str]) -> Iterator[str]:
     """A running Docker engine: started with ``scripts/docker-engine.sh`` when it is installed
     but not running, and stopped at the end of the session if this started it. Missing, it
     skips (fails under ``MESHBUS_REQUIRE_INFRA=1``)."""
     if shutil.which("dockerd") is None and shutil.which("docker") is None:
         missing("the Docker engine", "apt-get install docker.io (make system-deps does it)")
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PY": sys.executable, "PATH": path}
     started = time.monotonic()
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "docker-engine.sh"), "start"],
         capture_output=True,
         text=True,
-        env=env,
+        env=script_env,
         check=False,
     )
     if done.returncode != 0:
@@ -87,5 +94,7 @@ def docker_engine() -> Iterator[str]:
     finally:
         if done.stdout.startswith("started"):
             subprocess.run(
-                ["bash", str(ROOT / "scripts" / "docker-engine.sh"), "stop"], env=env, check=False
+                ["bash", str(ROOT / "scripts" / "docker-engine.sh"), "stop"],
+                env=script_env,
+                check=False,
             )

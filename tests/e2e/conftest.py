@@ -9,12 +9,9 @@ compose project made.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import docker
 import pytest
@@ -32,19 +29,14 @@ def engine(docker_engine: str) -> Iterator[docker.DockerClient]:
         client.close()
 
 
-def _path() -> str:
-    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-
-
 @pytest.fixture(scope="session")
-def images(engine: docker.DockerClient) -> str:
+def images(engine: docker.DockerClient, script_env: dict[str, str]) -> str:
     """The local images and the examples' image, built once per run."""
     if shutil.which("mmdebstrap") is None and not _have(engine, "meshbus-local/debian:bookworm"):
         missing("mmdebstrap", "apt-get install mmdebstrap (make system-deps does it)")
     started = time.monotonic()
-    env = {**os.environ, "PY": sys.executable, "PATH": _path()}
     log("images: scripts/build-images.sh")
-    run(["bash", "scripts/build-images.sh"], env=env, timeout=1800)
+    run(["bash", "scripts/build-images.sh"], env=script_env, timeout=1800)
     stack = Stack(engine, "build", ["replicas.yml"])
     try:
         stack.compose("build", "worker")
