@@ -15,7 +15,6 @@ from stacks import (
     Stack,
     address,
     confirmed,
-    free_port,
     free_subnet,
     healthy,
     jobs_handled,
@@ -23,6 +22,8 @@ from stacks import (
     unhandled,
     wait_for,
 )
+
+from meshbus.testing.brokers import free_port
 
 URLS = {"nats": "nats://nats:4222", "rabbitmq": "amqp://guest:guest@rabbitmq:5672/"}
 

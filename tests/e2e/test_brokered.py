@@ -9,13 +9,14 @@ import pytest
 from stacks import (
     Stack,
     broadcasts,
-    free_port,
     jobs_handled,
     jobs_per_worker,
     log,
     unhandled,
     wait_for,
 )
+
+from meshbus.testing.brokers import free_port
 
 URLS = {
     "nats": "nats://nats:4222",
