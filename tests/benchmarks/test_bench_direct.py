@@ -24,6 +24,8 @@ process: a raw frame written back, or a ``tcp://`` group member responding. ``ms
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import statistics
 import struct
 import sys
@@ -182,40 +184,71 @@ def test_one_way(benchmark: Any, run: Runner, receiver: Any, size: str) -> None:
         ]
 
 
-def test_round_trip(benchmark: Any, run: Runner, receiver: Any) -> None:
-    """100 B round trips to the other process, in alternating blocks of 100: a raw frame
-    echoed back (the baseline), and a tcp:// request answered by a group member."""
-    raw_peer, tcp_peer = receiver("raw-echo", 100, 0), receiver("tcp-echo", 100, 0)
-    reader, writer = run(lambda: asyncio.open_connection("127.0.0.1", raw_peer.port))
-    client = run(lambda: meshbus.connect(f"tcp://127.0.0.1:{tcp_peer.port}").start())
-    frame = _LEN.pack(100) + b"x" * 100
-    payload = b"x" * 100
+LAYOUTS = ("one-core", "two-cores")
 
-    async def raw() -> None:
-        writer.write(frame)
-        await reader.readexactly(len(frame))
 
-    async def tcp() -> None:
-        await client.request("bench.rpc", payload, timeout=5)
-
-    samples: dict[str, list[float]] = {"raw": [], "tcp": []}
-
-    async def session() -> None:
-        for _ in range(ROUND_TRIPS // 100):
-            for path, ask in (("raw", raw), ("tcp", tcp)):
-                for _ in range(100):
-                    start = time.perf_counter()
-                    await ask()
-                    samples[path].append(time.perf_counter() - start)
-
+@contextlib.contextmanager
+def _pinned(layout: str, peers: list[Receiver]) -> Iterator[None]:
+    """Run this process on one CPU and the peers on the same CPU (``one-core``) or on
+    another one (``two-cores``); give this process its CPUs back afterwards."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if layout == "two-cores" and len(cpus) < 2:
+        pytest.skip("the two-cores layout needs two CPUs")
+    here = cpus[0]
+    there = here if layout == "one-core" else cpus[1]
+    os.sched_setaffinity(0, {here})
     try:
-        run(session)  # warm-up (also under --benchmark-disable, where pedantic runs once)
-        for values in samples.values():
-            values.clear()
-        benchmark.pedantic(lambda: run(session), rounds=3)
+        for peer in peers:
+            assert peer.process is not None
+            os.sched_setaffinity(peer.process.pid, {there})
+        yield
     finally:
-        writer.close()
-        run(client.close)
+        os.sched_setaffinity(0, cpus)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_round_trip(benchmark: Any, run: Runner, receiver: Any, layout: str) -> None:
+    """100 B round trips to the other process, in alternating blocks of 100: a raw frame
+    echoed back (the baseline), and a tcp:// request answered by a group member.
+
+    Both paths get the same CPU placement: this process on one CPU and both peers on the same
+    one (``one-core``) or on the other (``two-cores``). Left to the scheduler, the placement
+    decided the ratio: a raw echo that shares the client's CPU answers in ~30-50 µs, one on
+    the other CPU (woken from idle) in ~80-150 µs, and the scheduler often put the two peers
+    on different sides."""
+    raw_peer, tcp_peer = receiver("raw-echo", 100, 0), receiver("tcp-echo", 100, 0)
+    benchmark.extra_info["layout"] = layout
+    with _pinned(layout, [raw_peer, tcp_peer]):
+        reader, writer = run(lambda: asyncio.open_connection("127.0.0.1", raw_peer.port))
+        client = run(lambda: meshbus.connect(f"tcp://127.0.0.1:{tcp_peer.port}").start())
+        frame = _LEN.pack(100) + b"x" * 100
+        payload = b"x" * 100
+
+        async def raw() -> None:
+            writer.write(frame)
+            await reader.readexactly(len(frame))
+
+        async def tcp() -> None:
+            await client.request("bench.rpc", payload, timeout=5)
+
+        samples: dict[str, list[float]] = {"raw": [], "tcp": []}
+
+        async def session() -> None:
+            for _ in range(ROUND_TRIPS // 100):
+                for path, ask in (("raw", raw), ("tcp", tcp)):
+                    for _ in range(100):
+                        start = time.perf_counter()
+                        await ask()
+                        samples[path].append(time.perf_counter() - start)
+
+        try:
+            run(session)  # warm-up (also under --benchmark-disable, where pedantic runs once)
+            for values in samples.values():
+                values.clear()
+            benchmark.pedantic(lambda: run(session), rounds=3)
+        finally:
+            writer.close()
+            run(client.close)
     p50 = {path: statistics.median(values) * 1e6 for path, values in samples.items()}
     info = benchmark.extra_info
     info["p50_us"] = round(p50["tcp"], 1)
