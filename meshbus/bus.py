@@ -108,8 +108,7 @@ class Bus(AsyncResource):
         self._route_cache: dict[str, Transport] = {}
         self._subscriptions: set[Subscription] = set()
         self._pending = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle: asyncio.Future[None] | None = None  # close() waits on it for _pending 0
         self._id_prefix = os.urandom(6).hex() + "-"
         self._ids = itertools.count(1)
         self._start_lock: asyncio.Lock | None = None
@@ -202,11 +201,13 @@ class Bus(AsyncResource):
         try:
             if was_open:
                 # Publishes in flight finish first: nothing confirmed is lost by closing.
-                try:
-                    async with asyncio.timeout(budget):
-                        await self._idle.wait()
-                except TimeoutError:
-                    pass
+                if self._pending:
+                    self._idle = loop.create_future()
+                    try:
+                        async with asyncio.timeout(budget):
+                            await self._idle
+                    except TimeoutError:
+                        pass
                 quiesce = getattr(self._listener, "quiesce", None)
                 if quiesce is not None:
                     # Direct peers stop sending; what was accepted is handed out first.
@@ -251,7 +252,10 @@ class Bus(AsyncResource):
         key: str | None,
         headers: Mapping[str, str] | None,
     ) -> Envelope:
-        data, content_type = codec.encode(payload)
+        if type(payload) is bytes:
+            data, content_type = payload, None
+        else:
+            data, content_type = codec.encode(payload)
         limit = transport.capabilities.max_payload
         if len(data) > limit:
             raise PayloadTooLarge(len(data), limit, subject)
@@ -262,14 +266,10 @@ class Bus(AsyncResource):
             raise TypeError(f"key must be a str, not {type(key).__name__}")
         return Envelope(subject, data, checked, key, f"{self._id_prefix}{next(self._ids):x}")
 
-    def _begin(self) -> None:
-        self._pending += 1
-        self._idle.clear()
-
     def _end(self) -> None:
         self._pending -= 1
-        if self._pending == 0:
-            self._idle.set()
+        if not self._pending and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -291,19 +291,16 @@ class Bus(AsyncResource):
         responsibility for it (contract point 5)."""
         if self._state != _OPEN:
             self._check_open()
-        # The per-message path: the route cache and _begin/_end inlined.
+        # The per-message path: the route cache inlined.
         transport = self._route_cache.get(subject)
         if transport is None:
             transport = self._transport_for(subject)
         envelope = self._envelope(transport, subject, payload, key, headers)
         self._pending += 1
-        self._idle.clear()
         try:
             await transport.publish(envelope, self.publish_timeout if timeout is None else timeout)
         finally:
-            self._pending -= 1
-            if not self._pending:
-                self._idle.set()
+            self._end()
         return envelope.id
 
     async def publish_many(
@@ -335,7 +332,7 @@ class Bus(AsyncResource):
             envelopes.append(envelope)
             ids.append(envelope.id)
         wait = self.publish_timeout if timeout is None else timeout
-        self._begin()
+        self._pending += 1
         try:
             await asyncio.gather(*(t.publish_many(envs, wait) for t, envs in batches.values()))
         finally:
@@ -406,12 +403,15 @@ class Bus(AsyncResource):
     ) -> Message:
         """Send a request and return the reply (contract point 6). Raises ``RequestTimeout``
         when no reply comes in time, ``NoResponders`` where the channel can tell at once."""
-        self._check_open()
+        if self._state != _OPEN:
+            self._check_open()
         if timeout <= 0:
             raise ValueError(f"request timeout must be > 0, got {timeout}")
-        transport = self._transport_for(subject)
+        transport = self._route_cache.get(subject)
+        if transport is None:
+            transport = self._transport_for(subject)
         envelope = self._envelope(transport, subject, payload, key, headers)
-        self._begin()
+        self._pending += 1
         try:
             return await transport.request(envelope, timeout)
         finally:

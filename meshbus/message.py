@@ -196,11 +196,14 @@ class Message:
                 f"message {self.id or '?'} on {self.subject!r} was published, not requested; "
                 "there is nobody to respond to"
             )
-        data, content_type = codec.encode(payload)
+        if type(payload) is bytes:
+            data, content_type = payload, None
+        else:
+            data, content_type = codec.encode(payload)
         limit = self._settler.max_payload
         if len(data) > limit:
             raise PayloadTooLarge(len(data), limit, self.subject)
-        reply_headers = check_user_headers(headers)
+        reply_headers = check_user_headers(headers) if headers is not None else {}
         if content_type is not None:
             reply_headers[CONTENT_TYPE] = content_type
         await self._settler.respond(self, Envelope(self.reply_to, data, reply_headers, None, ""))

@@ -85,7 +85,9 @@ class Wire(asyncio.BufferedProtocol):
         self.last_heard = 0.0
         self.received = 0  # bytes so far (a peer that closes having sent none is a probe)
         self.paused = False
-        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._clock = loop.time
+        self.gone: asyncio.Future[None] = loop.create_future()
         self._buffer = bytearray(_READ_SIZE)
         self._start = 0  # unread bytes are _buffer[_start:_end]
         self._end = 0
@@ -121,7 +123,7 @@ class Wire(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
         self.received += nbytes
-        self.last_heard = asyncio.get_running_loop().time()
+        self.last_heard = self._clock()
         try:
             frames, self._start, self._wanted = self.decoder.cut(
                 self._buffer, self._start, self._end
@@ -345,6 +347,7 @@ class Connection:
     def _on_frames(self, frames: list[Frame]) -> None:
         handler = self._handler
         assert handler is not None
+        closed = self.closed
         try:
             for frame in frames:
                 if isinstance(frame, Ping):
@@ -357,7 +360,7 @@ class Connection:
                     if isinstance(frame, Bye):
                         self._bye = f"peer said bye: {frame.reason}"
                     handler(frame)
-                if self.closed.is_set():
+                if closed.is_set():
                     return
         except ConnectionLost:
             pass  # the connection ended while a frame was handled

@@ -54,6 +54,8 @@ _U64 = struct.Struct(">Q")
 _PUB_HEAD = struct.Struct(">QH")  # first seq, message count
 # Each message of a PUB frame: flags, subject, id, target count, key, headers, payload sizes.
 _MSG_HEAD = struct.Struct(">BBBHHII")
+# A request PUB frame whole: frame head, PUB head, and the head of its one message.
+_REQUEST_HEAD = struct.Struct(">IBQHBBBHHII")
 _REQUEST = 1
 _HAS_KEY = 2
 MAX_PUBS = 0xFFFF
@@ -74,6 +76,10 @@ class FrameType(IntEnum):
     PONG = 9
     REPLY = 10
     BYE = 11
+
+
+# The frame types the hot paths compare with, as plain ints (an IntEnum member costs a lookup).
+_PUB, _ACCEPT, _REPLY = int(FrameType.PUB), int(FrameType.ACCEPT), int(FrameType.REPLY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,30 +322,45 @@ def encode_pubs(
             parts += (head, middle, message_id, raw_key, headers, data)
         size = grown
         at += 1
-    parts[0] = _HEAD.pack(size, FrameType.PUB) + _PUB_HEAD.pack(first_seq, at - start)
+    parts[0] = _HEAD.pack(size, _PUB) + _PUB_HEAD.pack(first_seq, at - start)
     return b"".join(parts), at - start
+
+
+_request_blocks: dict[str, tuple[tuple[int, ...], bytes, int]] = {}
+"""Per subject: the targets last sent with it, their encoded form followed by the subject's,
+and the subject's length in bytes."""
 
 
 def encode_request(seq: int, envelope: Envelope, targets: tuple[int, ...]) -> bytes:
     """A PUB frame of one request: ``encode_pubs`` without its set-up, for the usual request
-    (no key, no headers)."""
+    (no key, no headers), its heads packed in one call."""
     if envelope.key is not None or envelope.headers:
         return encode_pubs(seq, [(envelope, targets, True)], limit=1 << 62)[0]
-    subject, message_id, data = envelope.subject.encode(), envelope.id.encode(), envelope.data
-    if len(subject) > 0xFF or len(message_id) > 0xFF or len(targets) > 0xFFFF:
+    subject = envelope.subject
+    known = _request_blocks.get(subject)
+    if known is None or known[0] != targets:
+        raw_subject = subject.encode()
+        if len(raw_subject) > 0xFF or len(targets) > 0xFFFF:
+            return encode_pubs(seq, [(envelope, targets, True)], limit=1 << 62)[0]  # raises
+        if len(_request_blocks) >= 1024:
+            _request_blocks.clear()
+        block = struct.pack(f">{len(targets)}I", *targets) + raw_subject
+        known = _request_blocks[subject] = (targets, block, len(raw_subject))
+    _, block, n_subject = known
+    message_id, data = envelope.id.encode(), envelope.data
+    if len(message_id) > 0xFF:
         return encode_pubs(seq, [(envelope, targets, True)], limit=1 << 62)[0]  # raises
-    raw_targets = struct.pack(f">{len(targets)}I", *targets)
-    size = 1 + _PUB_HEAD.size + _MSG_HEAD.size + len(raw_targets) + len(subject)
-    size += len(message_id) + len(data)
-    head = _HEAD.pack(size, FrameType.PUB) + _PUB_HEAD.pack(seq, 1)
-    message = _MSG_HEAD.pack(_REQUEST, len(subject), len(message_id), len(targets), 0, 0, len(data))
-    return b"".join((head, message, raw_targets, subject, message_id, data))
+    size = _REQUEST_HEAD.size - 4 + len(block) + len(message_id) + len(data)
+    head = _REQUEST_HEAD.pack(
+        size, _PUB, seq, 1, _REQUEST, n_subject, len(message_id), len(targets), 0, 0, len(data)
+    )
+    return b"".join((head, block, message_id, data))
 
 
 def encode_reply(seq: int, data: bytes, headers: dict[str, str]) -> bytes:
     """A REPLY frame, in one piece."""
     raw = _headers(headers) if headers else b"\0\0"
-    return b"".join((_SEQ_FRAME.pack(9 + len(raw) + len(data), FrameType.REPLY, seq), raw, data))
+    return b"".join((_SEQ_FRAME.pack(9 + len(raw) + len(data), _REPLY, seq), raw, data))
 
 
 def encode(frame: Frame | Pub) -> list[bytes]:
@@ -347,7 +368,7 @@ def encode(frame: Frame | Pub) -> list[bytes]:
     frame of one message."""
     # The frames sent most often first, their heads packed in one call.
     if isinstance(frame, Accept):
-        return [_SEQ_FRAME.pack(9, FrameType.ACCEPT, frame.seq)]
+        return [_SEQ_FRAME.pack(9, _ACCEPT, frame.seq)]
     if isinstance(frame, Reply):
         return [encode_reply(frame.seq, frame.data, frame.headers)]
     if isinstance(frame, Pub):
@@ -539,17 +560,19 @@ def _pubs(view: memoryview) -> Pubs:
 
 
 _FIXED: dict[int, tuple[type[Accept | Credit | Ping | Pong], struct.Struct, str]] = {
-    FrameType.ACCEPT: (Accept, _U64, "ACCEPT"),
-    FrameType.CREDIT: (Credit, _U32, "CREDIT"),
-    FrameType.PING: (Ping, _U64, "PING"),
-    FrameType.PONG: (Pong, _U64, "PONG"),
+    int(FrameType.ACCEPT): (Accept, _U64, "ACCEPT"),
+    int(FrameType.CREDIT): (Credit, _U32, "CREDIT"),
+    int(FrameType.PING): (Ping, _U64, "PING"),
+    int(FrameType.PONG): (Pong, _U64, "PONG"),
 }
 _KINDS = frozenset(FrameType)
 
 
 def _parse(kind: int, body: memoryview) -> Frame:
-    if kind == FrameType.PUB:
+    if kind == _PUB:
         return _pubs(body)
+    if kind == _REPLY and len(body) >= 10 and not body[8] and not body[9]:
+        return Reply(_U64.unpack_from(body)[0], bytes(body[10:]))  # no headers: the usual
     fixed = _FIXED.get(kind)
     if fixed is not None:  # one integer: the frames that come most often after PUB
         make, width, name = fixed
@@ -558,8 +581,6 @@ def _parse(kind: int, body: memoryview) -> Frame:
                 raise ProtocolError(f"{name} frame is truncated")
             raise ProtocolError(f"{name} frame has {len(body) - width.size} extra bytes")
         return make(width.unpack_from(body)[0])
-    if kind == FrameType.REPLY and len(body) >= 10 and not body[8] and not body[9]:
-        return Reply(_U64.unpack_from(body)[0], bytes(body[10:]))  # no headers: the usual
     if kind not in _KINDS:
         raise ProtocolError(f"unknown frame type {kind}")
     frame_type = FrameType(kind)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -104,11 +105,16 @@ class _ReplySink:
 
     def set_result(self, reply: Envelope, /) -> None:
         self._sent = True
+        served = self._served
+        conn = served.conn
+        if not conn.closed.is_set():
+            try:
+                conn.write(encode_reply(self._seq, reply.data, reply.headers))
+            except ConnectionLost:
+                pass
+        # After the write: the requester is not kept waiting for the bookkeeping.
         self._listener._hub.pending.pop(self._token, None)
-        self._served.replies.discard(self._token)
-        if not self._served.conn.closed.is_set():
-            with contextlib.suppress(ConnectionLost):
-                self._served.conn.write(encode_reply(self._seq, reply.data, reply.headers))
+        served.replies.discard(self._token)
 
 
 class DirectListener:
@@ -183,7 +189,7 @@ class DirectListener:
             return
         served = _Served(conn, self.config.settings.credit, self._progress)
         self._served.add(served)
-        conn.start(lambda frame: self._on_frame(served, frame))
+        conn.start(functools.partial(self._on_frame, served))
         await conn.closed.wait()
         if served.task is not None:
             served.task.cancel()
@@ -217,7 +223,9 @@ class DirectListener:
                 last = pub.targets
                 groups, patterns = self._targets.get(last) or self._resolve(last)
                 group = groups[0] if open_ and len(groups) == 1 and not patterns else None
-            if group is not None and not pub.request:
+            if group is not None:
+                if pub.request:
+                    self._expect_reply(served, pub)
                 group.queue.append(_Entry(pub, 0, on_take))
                 if group.waiters:
                     _wake_first(group.waiters)
@@ -293,10 +301,7 @@ class DirectListener:
             served.taken()
             return None
         if pub.request:
-            token = served.token_prefix + str(pub.seq)
-            pub.headers[REPLY_TO] = token
-            pub.headers.setdefault(CORRELATION_ID, pub.id)
-            self._expect_reply(served, token, pub.seq)
+            self._expect_reply(served, pub)
         if len(groups) == 1:
             groups[0].put(_Entry(pub, 0, served.on_take))
         elif groups:
@@ -322,8 +327,14 @@ class DirectListener:
             served.taken()
         return None
 
-    def _expect_reply(self, served: _Served, token: str, seq: int) -> None:
-        self._hub.pending[token] = _ReplySink(self, served, token, seq)
+    def _expect_reply(self, served: _Served, pub: Pub) -> None:
+        """Give request ``pub`` a reply-to token whose reply goes back on its connection."""
+        token = served.token_prefix + str(pub.seq)
+        headers = pub.headers
+        headers[REPLY_TO] = token
+        if CORRELATION_ID not in headers:
+            headers[CORRELATION_ID] = pub.id
+        self._hub.pending[token] = _ReplySink(self, served, token, pub.seq)
         served.replies.add(token)
 
     # -- subscriptions -------------------------------------------------------------------------

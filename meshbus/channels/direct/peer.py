@@ -210,6 +210,10 @@ class Peer:
                 batch.settle()
             if not pending:
                 self._idle.set()
+        elif isinstance(frame, Reply):
+            waiter = self._replies.pop(frame.seq, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(frame)
         elif isinstance(frame, Credit):
             self._credit += frame.messages
             self._wake_credit()
@@ -220,10 +224,6 @@ class Peer:
                         batch.refused = set()
                     batch.refused.add(frame.seq)
                     break
-        elif isinstance(frame, Reply):
-            waiter = self._replies.pop(frame.seq, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(frame)
         elif isinstance(frame, Interest):
             self._add(frame)
             self._notify()
