@@ -88,7 +88,8 @@ class Wire(asyncio.BufferedProtocol):
         loop = asyncio.get_running_loop()
         self._clock = loop.time
         self.gone: asyncio.Future[None] = loop.create_future()
-        self._buffer = bytearray(_READ_SIZE)
+        self._buffer = self._usual = bytearray(_READ_SIZE)
+        self._whole = memoryview(self._usual)  # get_buffer's answer when nothing is pending
         self._start = 0  # unread bytes are _buffer[_start:_end]
         self._end = 0
         self._wanted = 0  # the full size of the incomplete frame at _start, when known
@@ -105,6 +106,9 @@ class Wire(asyncio.BufferedProtocol):
             self.on_made(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if not self._end and self._buffer is self._usual:
+            return self._whole[:]  # the usual case: every byte read was used (a view of its
+            # own, which the event loop may release)
         pending = self._end - self._start
         if self._wanted > len(self._buffer):
             # A frame larger than the buffer, its length already checked: room for all of it.
@@ -112,7 +116,7 @@ class Wire(asyncio.BufferedProtocol):
             bigger[:pending] = self._buffer[self._start : self._end]
             self._buffer, self._start, self._end = bigger, 0, pending
         elif len(self._buffer) > _READ_SIZE and max(pending, self._wanted) <= _READ_SIZE // 2:
-            smaller = bytearray(_READ_SIZE)  # the big frame is gone: give the memory back
+            smaller = self._usual  # the big frame is gone: give the memory back
             smaller[:pending] = self._buffer[self._start : self._end]
             self._buffer, self._start, self._end = smaller, 0, pending
         elif len(self._buffer) - self._end < max(_MIN_ROOM, self._wanted - pending):

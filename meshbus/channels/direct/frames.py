@@ -56,8 +56,10 @@ _PUB_HEAD = struct.Struct(">QH")  # first seq, message count
 _MSG_HEAD = struct.Struct(">BBBHHII")
 # A request PUB frame whole: frame head, PUB head, and the head of its one message.
 _REQUEST_HEAD = struct.Struct(">IBQHBBBHHII")
+_ONE_HEAD = struct.Struct(">QHBBBHHII")  # the body of a PUB frame up to its first message's fields
 _REQUEST = 1
 _HAS_KEY = 2
+_SMALL_FRAME = 2048
 MAX_PUBS = 0xFFFF
 """The most messages one PUB frame carries."""
 
@@ -419,7 +421,7 @@ class _Reader:
 
     __slots__ = ("_at", "_body", "kind")
 
-    def __init__(self, body: memoryview, kind: str) -> None:
+    def __init__(self, body: bytes | memoryview, kind: str) -> None:
         self._body = body
         self._at = 0
         self.kind = kind
@@ -492,10 +494,37 @@ def _hello(r: _Reader) -> Hello:
     return hello
 
 
-def _pubs(view: memoryview) -> Pubs:
+_blocks: dict[bytes, tuple[tuple[int, ...], str]] = {}
+"""Decoded targets and subject, by their bytes: a peer sends the same few again and again."""
+_BLOCK_CACHED = 512
+
+
+def _pubs(view: bytes | memoryview) -> Pubs:
     """PUB is the hot path: one fixed-layout head per message, no field-by-field reader, and
     fields sliced from one copy of the frame (cheaper than a view per field)."""
     body = bytes(view)
+    if len(body) > _ONE_HEAD.size:
+        # A frame of one message without key or headers whose subject and targets came before
+        # (a request, mostly), without the loop.
+        first, count, flags, n_subject, n_id, n_targets, n_key, n_headers, n_data = (
+            _ONE_HEAD.unpack_from(body)
+        )
+        at = _ONE_HEAD.size + 4 * n_targets + n_subject
+        stop = at + n_id
+        if (
+            count == 1
+            and not (flags & _HAS_KEY or n_key or n_headers)
+            and stop + n_data == len(body)
+        ):
+            known = _blocks.get(body[_ONE_HEAD.size : at])
+            if known is not None:
+                try:
+                    message_id = body[at:stop].decode()
+                except UnicodeDecodeError as exc:
+                    raise ProtocolError("PUB frame has text that is not UTF-8") from exc
+                request = flags & _REQUEST == _REQUEST
+                pub = Pub(first, known[1], body[stop:], known[0], {}, None, message_id, request)
+                return Pubs((pub,))
     end = len(body)
     try:
         first, count = _PUB_HEAD.unpack_from(body, 0)
@@ -521,8 +550,16 @@ def _pubs(view: memoryview) -> Pubs:
                 raise ProtocolError("PUB frame is truncated")
             if block != len(last) or not body.startswith(last, at):
                 last = body[at : at + block]
-                targets = struct.unpack_from(f">{n_targets}I", last) if n_targets else ()
-                subject = last[4 * n_targets :].decode()
+                known = _blocks.get(last)
+                if known is None:
+                    targets = struct.unpack_from(f">{n_targets}I", last) if n_targets else ()
+                    subject = last[4 * n_targets :].decode()
+                    if block <= _BLOCK_CACHED:
+                        if len(_blocks) >= 1024:
+                            _blocks.clear()
+                        _blocks[last] = (targets, subject)
+                else:
+                    targets, subject = known
             at += block
             message_id = body[at : at + n_id].decode()
             at += n_id
@@ -568,7 +605,7 @@ _FIXED: dict[int, tuple[type[Accept | Credit | Ping | Pong], struct.Struct, str]
 _KINDS = frozenset(FrameType)
 
 
-def _parse(kind: int, body: memoryview) -> Frame:
+def _parse(kind: int, body: bytes | memoryview) -> Frame:
     if kind == _PUB:
         return _pubs(body)
     if kind == _REPLY and len(body) >= 10 and not body[8] and not body[9]:
@@ -645,7 +682,10 @@ class FrameDecoder:
             stop = at + 4 + length
             if stop > end:
                 return frames, at, 4 + length
-            with memoryview(buffer) as view:
-                frames.append(_parse(kind, view[at + _HEAD.size : stop]))
+            if length <= _SMALL_FRAME:  # two small copies cost less than a view
+                frames.append(_parse(kind, bytes(buffer[at + _HEAD.size : stop])))
+            else:
+                with memoryview(buffer) as view:
+                    frames.append(_parse(kind, view[at + _HEAD.size : stop]))
             at = stop
         return frames, at, 0

@@ -60,10 +60,25 @@ _Targets = tuple[list[_Group], set[str]]
 """What a PUB's target list means here: the local groups and broadcast patterns."""
 
 
+class _Progress:
+    """Wakes ``quiesce`` when a PUB is handled or a message taken; nothing is signalled while
+    nobody waits."""
+
+    __slots__ = ("event", "wanted")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.wanted = False
+
+    def made(self) -> None:
+        if self.wanted:
+            self.event.set()
+
+
 class _Served:
     """One inbound connection and what it is owed."""
 
-    def __init__(self, conn: Connection, credit: int, progress: asyncio.Event) -> None:
+    def __init__(self, conn: Connection, credit: int, progress: _Progress) -> None:
         self.conn = conn
         self.progress = progress
         # PUBs that wait behind one whose broadcast subscriber is full: (pub, subscribers it
@@ -77,8 +92,8 @@ class _Served:
         self.token_prefix = f"{id(self):x}."  # reply-to tokens of this connection's requests
 
     def taken(self) -> None:
-        if not self.progress.is_set():
-            self.progress.set()
+        if self.progress.wanted:
+            self.progress.event.set()
         self.owed += 1
         if self.owed >= self.batch and not self.conn.closed.is_set():
             # At once: a subscriber taking messages in a tight loop would hold back a queued
@@ -106,12 +121,10 @@ class _ReplySink:
     def set_result(self, reply: Envelope, /) -> None:
         self._sent = True
         served = self._served
-        conn = served.conn
-        if not conn.closed.is_set():
-            try:
-                conn.write(encode_reply(self._seq, reply.data, reply.headers))
-            except ConnectionLost:
-                pass
+        try:
+            served.conn.write(encode_reply(self._seq, reply.data, reply.headers))
+        except ConnectionLost:
+            pass  # the requester is gone
         # After the write: the requester is not kept waiting for the bookkeeping.
         self._listener._hub.pending.pop(self._token, None)
         served.replies.discard(self._token)
@@ -134,7 +147,7 @@ class DirectListener:
         self._targets: dict[tuple[int, ...], _Targets] = {}  # cleared when interests change
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        self._progress = asyncio.Event()
+        self._progress = _Progress()
         self._draining = False
         self._closing = False
 
@@ -201,10 +214,25 @@ class DirectListener:
 
     def _on_frame(self, served: _Served, frame: Frame) -> None:
         if isinstance(frame, Pubs):
+            pubs = frame.messages
             if served.backlog:
-                served.backlog.extend((pub, None, False) for pub in frame.messages)
-            else:
-                self._take(served, frame.messages)
+                served.backlog.extend((pub, None, False) for pub in pubs)
+                return
+            pub = pubs[0]
+            if pub.request and not (self._closing or self._draining):
+                # A request (always alone in its frame) for one local group: _take and
+                # _queue_locally, written out.
+                groups, patterns = self._targets.get(pub.targets) or self._resolve(pub.targets)
+                if len(groups) == 1 and not patterns:
+                    self._expect_reply(served, pub)
+                    group = groups[0]
+                    group.queue.append(_Entry(pub, 0, served.on_take))
+                    if group.waiters:
+                        _wake_first(group.waiters)
+                    if self._progress.wanted:
+                        self._progress.event.set()
+                    return
+            self._take(served, pubs)
         elif not isinstance(frame, Bye):
             log.debug("ignoring %s from a publisher", type(frame).__name__)
 
@@ -242,7 +270,8 @@ class DirectListener:
         # waits for it. A request (always alone in its frame) is answered by its REPLY.
         if not pubs[0].request:
             served.conn.send(Accept(pubs[-1].seq), now=True)
-        self._progress.set()
+        if self._progress.wanted:
+            self._progress.event.set()
 
     async def _work_off(self, served: _Served) -> None:
         """Empty the backlog in arrival order, waiting for broadcast buffers to have room."""
@@ -260,7 +289,7 @@ class DirectListener:
             if returns_credit:
                 served.taken()
             backlog.popleft()
-            self._progress.set()
+            self._progress.made()
             if not backlog:  # nothing awaited from here on: frames arriving now go to _take
                 conn.send(Accept(pub.seq))
                 served.task = None
@@ -405,6 +434,7 @@ class DirectListener:
         local members up to ``timeout`` seconds to take what this listener already accepted,
         so that closing loses nothing that was confirmed to a publisher."""
         self._draining = True  # PUBs still on their way are refused: they go to other members
+        self._progress.wanted = True
         for served in list(self._served):
             with contextlib.suppress(ConnectionLost):
                 served.conn.send(Bye("listener is closing"))
@@ -413,8 +443,8 @@ class DirectListener:
                 while any(s.backlog for s in self._served) or any(
                     group.queue for group in self._hub.groups.values()
                 ):
-                    self._progress.clear()
-                    await self._progress.wait()  # set whenever a PUB is handled or taken
+                    self._progress.event.clear()
+                    await self._progress.event.wait()  # set whenever a PUB is handled or taken
 
     async def close(self, timeout: float) -> None:
         if self._closing:

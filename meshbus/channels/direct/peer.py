@@ -99,6 +99,7 @@ class Peer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop  # set by start()
         self._stopping = False
         self.last_error = ""
 
@@ -109,6 +110,8 @@ class Peer:
 
     def start(self) -> None:
         """Begin connecting (and reconnecting, with backoff, for as long as it runs)."""
+        # Kept: asyncio.get_running_loop() costs a getpid() system call each time.
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -291,7 +294,7 @@ class Peer:
         frame = encode_request(seq, envelope, targets)  # max_payload keeps it within max_frame
         self._credit -= 1
         # No Batch: a request is answered by its REPLY (or REFUSE), not ACCEPT.
-        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[Reply] = self._loop.create_future()
         self._replies[seq] = reply
         conn.write(frame)
         return reply

@@ -78,6 +78,28 @@ class RequestTests:
             (msg,) = await s.take(sub, 1, ack=False)
             await msg.ack()
 
+    @contract(6)
+    async def test_each_request_keeps_its_own_timeout(self, s: Session) -> None:
+        """A request with a short timeout, sent while one with a long timeout waits, times out
+        on its own; the long one still gets its (late) answer."""
+        client, server = await s.bus(), await s.bus()
+        subject = s.subject("mixed")
+        async with server.subscribe(subject, group=s.group("svc")) as sub:
+            long = asyncio.ensure_future(client.request(subject, "long", timeout=60))
+            try:
+                (first,) = await s.take(sub, 1, ack=False)
+                assert first.json() == "long"
+                with pytest.raises(RequestTimeout):
+                    await client.request(subject, "short", timeout=0.5)
+                assert not long.done()
+                await first.respond("late")
+                assert (await asyncio.wait_for(long, 30)).json() == "late"
+            finally:
+                long.cancel()
+            (short,) = await s.take(sub, 1, ack=False)
+            assert short.json() == "short"
+            await short.ack()
+
     @contract(6, needs=("no_responders",))
     async def test_nobody_subscribed_raises_no_responders(self, s: Session) -> None:
         """Where the channel can tell nobody subscribes, NoResponders comes before the
