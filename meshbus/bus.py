@@ -268,7 +268,11 @@ class Bus(AsyncResource):
 
     def _end(self) -> None:
         self._pending -= 1
-        if not self._pending and self._idle is not None and not self._idle.done():
+        if not self._pending and self._idle is not None:
+            self._end_idle()
+
+    def _end_idle(self) -> None:
+        if self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
 
     # -- the API ---------------------------------------------------------------------------
@@ -410,9 +414,17 @@ class Bus(AsyncResource):
         transport = self._route_cache.get(subject)
         if transport is None:
             transport = self._transport_for(subject)
-        envelope = self._envelope(transport, subject, payload, key, headers)
+        if type(payload) is bytes and key is None and not headers:
+            # _envelope, written out for the usual request: bytes, no key, no headers.
+            if len(payload) > transport.capabilities.max_payload:
+                raise PayloadTooLarge(len(payload), transport.capabilities.max_payload, subject)
+            envelope = Envelope(subject, payload, {}, None, f"{self._id_prefix}{next(self._ids):x}")
+        else:
+            envelope = self._envelope(transport, subject, payload, key, headers)
         self._pending += 1
         try:
             return await transport.request(envelope, timeout)
         finally:
-            self._end()
+            self._pending -= 1
+            if not self._pending and self._idle is not None:
+                self._end_idle()

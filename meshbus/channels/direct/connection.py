@@ -225,6 +225,7 @@ class Connection:
         self._pings: dict[int, asyncio.Future[None]] = {}
         self._bye = ""
         self.closed = asyncio.Event()
+        self.ended = False  # closed.is_set(), as a plain attribute for the per-frame paths
         self.reason = ""
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._out: list[bytes] = []
@@ -299,7 +300,7 @@ class Connection:
     def send(self, frame: Frame, *, now: bool = False) -> None:
         """Queue ``frame``; frames queued in one turn of the event loop go out in one write.
         ``now`` writes it, and what is queued, at once."""
-        if self.closed.is_set():
+        if self.ended:
             raise ConnectionLost(f"connection to {self.name} is closed: {self.reason}")
         self._out.extend(encode(frame))
         self._out_size += 1
@@ -311,7 +312,7 @@ class Connection:
 
     def write(self, frame: bytes) -> None:
         """Write an encoded frame now, after whatever was queued before it."""
-        if self.closed.is_set():
+        if self.ended:
             raise ConnectionLost(f"connection to {self.name} is closed: {self.reason}")
         if self._out:
             self._out.append(frame)
@@ -351,7 +352,6 @@ class Connection:
     def _on_frames(self, frames: list[Frame]) -> None:
         handler = self._handler
         assert handler is not None
-        closed = self.closed
         try:
             for frame in frames:
                 if isinstance(frame, Ping):
@@ -364,7 +364,7 @@ class Connection:
                     if isinstance(frame, Bye):
                         self._bye = f"peer said bye: {frame.reason}"
                     handler(frame)
-                if closed.is_set():
+                if self.ended:
                     return
         except ConnectionLost:
             pass  # the connection ended while a frame was handled
@@ -400,6 +400,7 @@ class Connection:
             return
         self._flush()  # what was queued (a BYE, ACCEPTs) still goes out before the close
         self.reason = reason
+        self.ended = True
         self.closed.set()
         for waiter in self._pings.values():
             if not waiter.done():

@@ -46,6 +46,7 @@ VERSION = 2
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024 + 64 * 1024
 
 _HEAD = struct.Struct(">IB")
+_unpack_head = _HEAD.unpack_from
 _SEQ_FRAME = struct.Struct(">IBQ")  # the head of a frame whose body starts with a u64 seq
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
@@ -502,21 +503,18 @@ _BLOCK_CACHED = 512
 def _pubs(view: bytes | memoryview) -> Pubs:
     """PUB is the hot path: one fixed-layout head per message, no field-by-field reader, and
     fields sliced from one copy of the frame (cheaper than a view per field)."""
-    body = bytes(view)
-    if len(body) > _ONE_HEAD.size:
+    body = view if type(view) is bytes else bytes(view)
+    end = len(body)
+    if end > 25:  # _ONE_HEAD.size, written as a number like the offsets below
         # A frame of one message without key or headers whose subject and targets came before
         # (a request, mostly), without the loop.
         first, count, flags, n_subject, n_id, n_targets, n_key, n_headers, n_data = (
             _ONE_HEAD.unpack_from(body)
         )
-        at = _ONE_HEAD.size + 4 * n_targets + n_subject
+        at = 25 + 4 * n_targets + n_subject
         stop = at + n_id
-        if (
-            count == 1
-            and not (flags & _HAS_KEY or n_key or n_headers)
-            and stop + n_data == len(body)
-        ):
-            known = _blocks.get(body[_ONE_HEAD.size : at])
+        if count == 1 and not (flags & _HAS_KEY or n_key or n_headers) and stop + n_data == end:
+            known = _blocks.get(body[25:at])
             if known is not None:
                 try:
                     message_id = body[at:stop].decode()
@@ -525,7 +523,6 @@ def _pubs(view: bytes | memoryview) -> Pubs:
                 request = flags & _REQUEST == _REQUEST
                 pub = Pub(first, known[1], body[stop:], known[0], {}, None, message_id, request)
                 return Pubs((pub,))
-    end = len(body)
     try:
         first, count = _PUB_HEAD.unpack_from(body, 0)
     except struct.error:
@@ -673,19 +670,22 @@ class FrameDecoder:
         checked against ``max_frame``, so a reader may make room for it."""
         frames: list[Frame] = []
         at = start
-        while end - at >= _HEAD.size:
-            length, kind = _HEAD.unpack_from(buffer, at)
-            if length == 0 or length > self.max_frame:
+        max_frame = self.max_frame
+        while end - at >= 5:
+            length, kind = _unpack_head(buffer, at)
+            if length == 0 or length > max_frame:
                 raise ProtocolError(
-                    f"frame length {length} is outside 1..{self.max_frame}; closing the connection"
+                    f"frame length {length} is outside 1..{max_frame}; closing the connection"
                 )
             stop = at + 4 + length
             if stop > end:
                 return frames, at, 4 + length
-            if length <= _SMALL_FRAME:  # two small copies cost less than a view
-                frames.append(_parse(kind, bytes(buffer[at + _HEAD.size : stop])))
-            else:
+            if length > _SMALL_FRAME:
                 with memoryview(buffer) as view:
-                    frames.append(_parse(kind, view[at + _HEAD.size : stop]))
+                    frames.append(_parse(kind, view[at + 5 : stop]))
+            elif kind == _PUB:  # two small copies cost less than a view
+                frames.append(_pubs(bytes(buffer[at + 5 : stop])))
+            else:
+                frames.append(_parse(kind, bytes(buffer[at + 5 : stop])))
             at = stop
         return frames, at, 0

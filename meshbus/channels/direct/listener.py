@@ -95,7 +95,7 @@ class _Served:
         if self.progress.wanted:
             self.progress.event.set()
         self.owed += 1
-        if self.owed >= self.batch and not self.conn.closed.is_set():
+        if self.owed >= self.batch and not self.conn.ended:
             # At once: a subscriber taking messages in a tight loop would hold back a queued
             # CREDIT until it runs dry, and the publisher with it.
             with contextlib.suppress(ConnectionLost):
