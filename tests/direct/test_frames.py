@@ -24,8 +24,8 @@ from meshbus.channels.direct.frames import (
     Reply,
     Uninterest,
     encode,
+    encode_one,
     encode_pubs,
-    encode_request,
 )
 from meshbus.errors import ProtocolError
 
@@ -176,6 +176,19 @@ def test_pub_frames_keep_within_the_limit() -> None:
     assert count == 1
 
 
-@given(pub, st.lists(u32, max_size=3).map(tuple))
-def test_a_request_frame_is_a_pub_frame_of_one(message: Pub, targets: tuple[int, ...]) -> None:
-    assert encode_request(9, message, targets) == encode_pubs(9, [(message, targets, True)])[0]
+@given(pub, st.lists(u32, max_size=3).map(tuple), st.booleans())
+def test_a_lone_message_frame_is_a_pub_frame_of_one(
+    message: Pub, targets: tuple[int, ...], request: bool
+) -> None:
+    frame = encode_one(9, message, targets, request)
+    assert frame == encode_pubs(9, [(message, targets, request)])[0]
+    [pubs] = FrameDecoder().feed(frame)  # and it decodes back, by the general path or not
+    assert isinstance(pubs, Pubs)
+    (back,) = pubs.messages
+    assert (back.subject, back.data, back.targets, back.id) == (
+        message.subject,
+        message.data,
+        targets,
+        message.id,
+    )
+    assert (back.key, back.headers, back.request) == (message.key, message.headers, request)

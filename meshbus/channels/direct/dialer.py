@@ -73,25 +73,26 @@ def _copies(plan: Plan) -> Copies:
     return [(peer, tuple(i for i, _ in entries), entries) for peer, entries in plan.items()]
 
 
-def _expire(reply: asyncio.Future[Reply]) -> None:
-    if not reply.done():
-        reply.set_exception(TimeoutError())
+def _expire(waited: asyncio.Future[Any]) -> None:
+    if not waited.done():
+        waited.set_exception(TimeoutError())
 
 
 class _Deadlines:
-    """Request timeouts without a timer per request. A timer cancelled by its reply stays in
-    the event loop's heap until it is due, and with thousands of requests a second that heap
-    cost ~4 µs a request. Here the replies waited for are kept in the order their deadlines
-    come, and one timer is set, for the earliest."""
+    """Timeouts of requests and lone publishes without a timer each. A timer cancelled once its
+    future is done stays in the event loop's heap until it is due, and with thousands of
+    requests a second that heap cost ~4 µs a request. Here the futures waited for are kept in
+    the order their deadlines come, and one timer is set, for the earliest; a future that is
+    still waiting at its deadline gets ``TimeoutError``."""
 
     __slots__ = ("_loop", "_timer", "_waiting")
 
     def __init__(self) -> None:
-        self._waiting: deque[tuple[float, asyncio.Future[Reply]]] = deque()
+        self._waiting: deque[tuple[float, asyncio.Future[Any]]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def add(self, reply: asyncio.Future[Reply], timeout: float) -> None:
+    def add(self, reply: asyncio.Future[Any], timeout: float) -> None:
         """Fail ``reply`` with ``TimeoutError`` if it is not done within ``timeout`` seconds."""
         loop = self._loop = reply.get_loop()
         deadline = loop.time() + timeout
@@ -391,7 +392,48 @@ class TcpTransport:
     # -- the Transport protocol ------------------------------------------------------------
 
     async def publish(self, envelope: Envelope, timeout: float | None) -> None:
-        await self.publish_many((envelope,), timeout)
+        route = self._routes.get(envelope.subject)
+        if route is None or timeout is None:
+            await self.publish_many((envelope,), timeout)
+            return
+        copies = route.fixed
+        if copies is None:  # a group with members to choose from
+            copies = self._copies(envelope)
+        if len(copies) != 1:
+            await self.publish_many((envelope,), timeout)
+            return
+        # The usual lone publish: one peer to send it to, sent at once, its ACCEPT waited for
+        # here, bounded by _deadlines (asyncio.timeout costs more than the rest of the work).
+        peer, targets, why = copies[0]
+        batch = peer.send_one(envelope, targets)  # None if not connected or out of credit
+        if batch is None:
+            await self.publish_many((envelope,), timeout)
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._deadlines.add(batch.done, timeout)
+        conn = peer.conn
+        if conn is not None and conn.wire.paused:
+            with contextlib.suppress(ConnectionLost):  # then its end settles the batch: LOST
+                await conn.drain()
+        try:
+            await batch.done
+        except TimeoutError:
+            raise self._timed_out(1, timeout) from None
+        fate = batch.fate(batch.first)
+        if fate == ACCEPTED:
+            return
+        try:  # refused or lost: another member, or the peer once it is back
+            async with asyncio.timeout(max(0.0, timeout - (loop.time() - started))):
+                await self._confirm(envelope, [(peer, why, fate)])
+        except TimeoutError:
+            raise self._timed_out(1, timeout) from None
+
+    def _timed_out(self, count: int, timeout: float | None) -> PublishTimeout:
+        what = "message" if count == 1 else "batch"
+        return PublishTimeout(
+            f"the {self.config.scheme}:// peers did not take the {what} within {timeout:g} s"
+        )
 
     async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
         try:
@@ -400,10 +442,7 @@ class TcpTransport:
                     await self._wait_connected(None)
                 await self._publish(envelopes)
         except TimeoutError:
-            what = "message" if len(envelopes) == 1 else "batch"
-            raise PublishTimeout(
-                f"the {self.config.scheme}:// peers did not take the {what} within {timeout:g} s"
-            ) from None
+            raise self._timed_out(len(envelopes), timeout) from None
 
     async def request(self, envelope: Envelope, timeout: float) -> Message:
         # The listener sets mb-correlation-id from the PUB's message id: not sent twice.

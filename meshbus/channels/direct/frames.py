@@ -36,9 +36,9 @@ __all__ = [
     "Reply",
     "Uninterest",
     "encode",
+    "encode_one",
     "encode_pubs",
     "encode_reply",
-    "encode_request",
 ]
 
 MAGIC = b"MBUS"
@@ -55,8 +55,8 @@ _U64 = struct.Struct(">Q")
 _PUB_HEAD = struct.Struct(">QH")  # first seq, message count
 # Each message of a PUB frame: flags, subject, id, target count, key, headers, payload sizes.
 _MSG_HEAD = struct.Struct(">BBBHHII")
-# A request PUB frame whole: frame head, PUB head, and the head of its one message.
-_REQUEST_HEAD = struct.Struct(">IBQHBBBHHII")
+# A PUB frame of one message: frame head, PUB head, and the head of its message.
+_ONE_FRAME = struct.Struct(">IBQHBBBHHII")
 _ONE_HEAD = struct.Struct(">QHBBBHHII")  # the body of a PUB frame up to its first message's fields
 _REQUEST = 1
 _HAS_KEY = 2
@@ -334,17 +334,17 @@ _request_blocks: dict[str, tuple[tuple[int, ...], bytes, int]] = {}
 and the subject's length in bytes."""
 
 
-def encode_request(seq: int, envelope: Envelope, targets: tuple[int, ...]) -> bytes:
-    """A PUB frame of one request: ``encode_pubs`` without its set-up, for the usual request
-    (no key, no headers), its heads packed in one call."""
+def encode_one(seq: int, envelope: Envelope, targets: tuple[int, ...], request: bool) -> bytes:
+    """A PUB frame of one message (a request, or a lone publish): ``encode_pubs`` without its
+    set-up, for the usual message (no key, no headers), its heads packed in one call."""
     if envelope.key is not None or envelope.headers:
-        return encode_pubs(seq, [(envelope, targets, True)], limit=1 << 62)[0]
+        return encode_pubs(seq, [(envelope, targets, request)], limit=1 << 62)[0]
     subject = envelope.subject
     known = _request_blocks.get(subject)
     if known is None or known[0] != targets:
         raw_subject = subject.encode()
         if len(raw_subject) > 0xFF or len(targets) > 0xFFFF:
-            return encode_pubs(seq, [(envelope, targets, True)], limit=1 << 62)[0]  # raises
+            return encode_pubs(seq, [(envelope, targets, request)], limit=1 << 62)[0]  # raises
         if len(_request_blocks) >= 1024:
             _request_blocks.clear()
         block = struct.pack(f">{len(targets)}I", *targets) + raw_subject
@@ -352,10 +352,11 @@ def encode_request(seq: int, envelope: Envelope, targets: tuple[int, ...]) -> by
     _, block, n_subject = known
     message_id, data = envelope.id.encode(), envelope.data
     if len(message_id) > 0xFF:
-        return encode_pubs(seq, [(envelope, targets, True)], limit=1 << 62)[0]  # raises
-    size = _REQUEST_HEAD.size - 4 + len(block) + len(message_id) + len(data)
-    head = _REQUEST_HEAD.pack(
-        size, _PUB, seq, 1, _REQUEST, n_subject, len(message_id), len(targets), 0, 0, len(data)
+        return encode_pubs(seq, [(envelope, targets, request)], limit=1 << 62)[0]  # raises
+    size = _ONE_FRAME.size - 4 + len(block) + len(message_id) + len(data)
+    flags = _REQUEST if request else 0
+    head = _ONE_FRAME.pack(
+        size, _PUB, seq, 1, flags, n_subject, len(message_id), len(targets), 0, 0, len(data)
     )
     return b"".join((head, block, message_id, data))
 

@@ -21,8 +21,8 @@ from meshbus.channels.direct.frames import (
     Refuse,
     Reply,
     Uninterest,
+    encode_one,
     encode_pubs,
-    encode_request,
 )
 from meshbus.errors import AuthenticationFailed, ConnectionLost, ProtocolError
 from meshbus.subjects import SubjectIndex
@@ -291,13 +291,29 @@ class Peer:
             return None
         self._seq += 1
         seq = self._seq
-        frame = encode_request(seq, envelope, targets)  # max_payload keeps it within max_frame
+        frame = encode_one(seq, envelope, targets, True)  # max_payload keeps it within max_frame
         self._credit -= 1
         # No Batch: a request is answered by its REPLY (or REFUSE), not ACCEPT.
         reply: asyncio.Future[Reply] = self._loop.create_future()
         self._replies[seq] = reply
         conn.write(frame)
         return reply
+
+    def send_one(self, envelope: Envelope, targets: tuple[int, ...]) -> Batch | None:
+        """Send one published message in a PUB frame of its own if credit and the connection
+        allow it now; return its batch (None when it was not sent)."""
+        conn = self.conn
+        if self._credit <= 0 or conn is None or not self.ready.is_set():
+            return None
+        self._seq += 1
+        seq = self._seq
+        frame = encode_one(seq, envelope, targets, False)
+        self._credit -= 1
+        batch = Batch(seq, seq, self._loop.create_future())
+        self._pending.append(batch)
+        self._idle.clear()
+        conn.write(frame)
+        return batch
 
     async def request(self, envelope: Envelope, targets: tuple[int, ...]) -> asyncio.Future[Reply]:
         """Send one request PUB once credit allows; return the future of its reply."""
