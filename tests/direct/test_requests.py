@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from oncue import OnCueListener
 
 import meshbus
 from meshbus.channels.direct.dialer import TcpTransport
+from meshbus.channels.direct.frames import REFUSE_CLOSING
 from meshbus.errors import RequestTimeout
 
 pytestmark = pytest.mark.asyncio
@@ -71,3 +73,42 @@ async def test_a_request_left_unanswered_times_out_among_answered_ones() -> None
                 reply.done() for _, reply in _dialler(client)._deadlines._waiting
             )
         responder.cancel()
+
+
+async def test_a_refused_request_is_asked_of_another_member() -> None:
+    async with (
+        OnCueListener("refuse").running() as refusing,
+        meshbus.connect("memory://request-refused", listen="tcp://127.0.0.1:0") as member,
+        member.subscribe("job.>", group="svc") as sub,
+    ):
+
+        async def answer() -> None:
+            async for msg in sub:
+                await msg.respond(b"member:" + msg.data)
+
+        responder = asyncio.create_task(answer())
+        port = member._listener.port  # type: ignore[union-attr]
+        url = f"tcp://127.0.0.1:{refusing.port},127.0.0.1:{port}?connect_timeout=5"
+        async with meshbus.connect(url) as client:
+            dialler = _dialler(client)
+            await asyncio.wait_for(asyncio.gather(*(p.ready.wait() for p in dialler.peers)), 5)
+            for n in range(20):
+                reply = await client.request("job.n", str(n).encode(), timeout=10)
+                assert reply.data == b"member:" + str(n).encode()
+        responder.cancel()
+    # Round robin asked it some: each was refused there, then answered by the member.
+    assert [pub.request for _, pub in refusing.seen] == [True] * len(refusing.seen)
+    assert refusing.seen
+
+
+async def test_a_request_its_only_member_refuses_times_out_instead_of_hanging() -> None:
+    # Refused as "closing": owed to whoever takes over there, so it waits for that (none
+    # comes here) within its own timeout, and is not asked of the refusing listener again
+    # until something changes.
+    async with (
+        OnCueListener("refuse", code=REFUSE_CLOSING).running() as closing,
+        meshbus.connect(f"tcp://127.0.0.1:{closing.port}") as client,
+    ):
+        with pytest.raises(RequestTimeout):
+            await client.request("job.a", b"?", timeout=0.5)
+    assert [pub.data for _, pub in closing.seen] == [b"?"]

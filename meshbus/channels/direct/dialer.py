@@ -25,7 +25,7 @@ from typing import Any
 from meshbus.channels.direct.config import DirectConfig
 from meshbus.channels.direct.frames import Hello, Reply
 from meshbus.channels.direct.listener import DirectListener
-from meshbus.channels.direct.peer import ACCEPTED, LOST, REFUSED, Batch, Item, Peer
+from meshbus.channels.direct.peer import ACCEPTED, LOST, REFUSED, Batch, Item, Peer, Refused
 from meshbus.errors import (
     ConnectFailed,
     ConnectionLost,
@@ -92,8 +92,9 @@ class _Deadlines:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def add(self, reply: asyncio.Future[Any], timeout: float) -> None:
-        """Fail ``reply`` with ``TimeoutError`` if it is not done within ``timeout`` seconds."""
+    def add(self, reply: asyncio.Future[Any], timeout: float) -> float:
+        """Fail ``reply`` with ``TimeoutError`` if it is not done within ``timeout`` seconds;
+        return the deadline (event loop time)."""
         loop = self._loop = reply.get_loop()
         deadline = loop.time() + timeout
         waiting = self._waiting
@@ -103,10 +104,11 @@ class _Deadlines:
             # Due before one already waiting (a shorter timeout): a timer of its own.
             timer = loop.call_at(deadline, _expire, reply)
             reply.add_done_callback(lambda _: timer.cancel())
-            return
+            return deadline
         waiting.append((deadline, reply))
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._due)
+        return deadline
 
     def _due(self) -> None:
         assert self._loop is not None
@@ -463,11 +465,16 @@ class TcpTransport:
         reply = peer.send_request(envelope, targets)  # None if not connected or out of credit
         if reply is None:
             return await self._request(envelope, timeout)
-        self._deadlines.add(reply, timeout)
+        deadline = self._deadlines.add(reply, timeout)
         try:
             answer = await reply
         except TimeoutError:
             raise RequestTimeout(envelope.subject, timeout) from None
+        except Refused:  # not taken (its listener is closing, or lost the group): ask again
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise RequestTimeout(envelope.subject, timeout) from None
+            return await self._request(envelope, left, refused_by={peer})
         finally:
             if not reply.done():
                 peer.forget_reply(reply)
@@ -483,30 +490,55 @@ class TcpTransport:
             None,
         )
 
-    async def _request(self, envelope: Envelope, timeout: float) -> Message:
+    async def _request(
+        self, envelope: Envelope, timeout: float, refused_by: set[Peer] | None = None
+    ) -> Message:
+        """The long way: ask each chosen peer that is connected (waiting, within the timeout,
+        while none is: a member restarting comes back), take the first answer. A refused
+        request was not taken, so it is asked again: of another member, or of the one that
+        takes over (``refused_by``: who refused it already, not asked again before something
+        changes)."""
         waiting: list[tuple[Peer, asyncio.Future[Reply]]] = []
+        if refused_by is None:
+            refused_by = set()
         try:
             async with asyncio.timeout(timeout):
-                if not self._connected():
-                    await self._wait_connected(None)
-                copies = self._copies(envelope)
-                if not copies:
-                    raise NoResponders(envelope.subject)
-                for peer, targets, _ in copies:
-                    waiting.append((peer, await peer.request(envelope, targets)))
-                if len(waiting) == 1:
-                    answer = await waiting[0][1]
-                    return Message(envelope.subject, answer.data, answer.headers, id=envelope.id)
-                pending = {reply for _, reply in waiting}
-                while pending:
-                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    for future in done:
-                        if future.exception() is None:
-                            answer = future.result()
-                            return Message(
-                                envelope.subject, answer.data, answer.headers, id=envelope.id
-                            )
-                raise ConnectionLost("every peer the request went to was lost before replying")
+                while True:
+                    if not self._connected():
+                        await self._wait_connected(None)
+                    copies = self._copies(envelope)
+                    if not copies:
+                        raise NoResponders(envelope.subject)
+                    asked = [(peer, targets) for peer, targets, _ in copies if peer.ready.is_set()]
+                    if not asked or refused_by.issuperset(peer for peer, _ in asked):
+                        await self._changed()  # nobody to ask now, or only who just refused
+                        refused_by.clear()
+                        continue
+                    for peer, targets in asked:
+                        with contextlib.suppress(ConnectionLost):  # gone meanwhile
+                            waiting.append((peer, await peer.request(envelope, targets)))
+                    pending = {reply for _, reply in waiting}
+                    lost = False
+                    while pending:
+                        done, pending = await asyncio.wait(
+                            pending, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        for future in done:
+                            error = future.exception()
+                            if error is None:
+                                answer = future.result()
+                                return Message(
+                                    envelope.subject, answer.data, answer.headers, id=envelope.id
+                                )
+                            if isinstance(error, Refused):
+                                refused_by.update(p for p, r in waiting if r is future)
+                            else:
+                                lost = True
+                    if lost:  # it may have been answered there: not asked twice
+                        raise ConnectionLost(
+                            "every peer the request went to was lost before replying"
+                        )
+                    waiting = []
         except TimeoutError:
             raise RequestTimeout(envelope.subject, timeout) from None
         finally:

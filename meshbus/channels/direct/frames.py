@@ -19,6 +19,8 @@ from meshbus.transport import Envelope
 
 __all__ = [
     "MAGIC",
+    "REFUSE_CLOSING",
+    "REFUSE_NO_SUBSCRIBER",
     "VERSION",
     "Accept",
     "Bye",
@@ -40,6 +42,11 @@ __all__ = [
     "encode_pubs",
     "encode_reply",
 ]
+
+REFUSE_NO_SUBSCRIBER = 1
+"""REFUSE code: nothing here subscribes to it (any more)."""
+REFUSE_CLOSING = 2
+"""REFUSE code: the listener is closing; the message is for whoever takes over."""
 
 MAGIC = b"MBUS"
 VERSION = 2

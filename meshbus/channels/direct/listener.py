@@ -25,6 +25,8 @@ from typing import Any
 from meshbus.channels.direct.config import DirectConfig
 from meshbus.channels.direct.connection import Connection, SilentPeer, Wire
 from meshbus.channels.direct.frames import (
+    REFUSE_CLOSING,
+    REFUSE_NO_SUBSCRIBER,
     Accept,
     Bye,
     Credit,
@@ -53,8 +55,6 @@ __all__ = ["DirectListener"]
 
 log = logging.getLogger("meshbus.direct")
 
-REFUSE_NO_SUBSCRIBER = 1
-REFUSE_CLOSING = 2
 
 _Targets = tuple[list[_Group], set[str]]
 """What a PUB's target list means here: the local groups and broadcast patterns."""

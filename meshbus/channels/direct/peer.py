@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from meshbus.channels.direct.config import DirectConfig
 from meshbus.channels.direct.connection import Connection, Wire
 from meshbus.channels.direct.frames import (
+    REFUSE_CLOSING,
     Accept,
     Bye,
     Credit,
@@ -28,7 +29,7 @@ from meshbus.errors import AuthenticationFailed, ConnectionLost, ProtocolError
 from meshbus.subjects import SubjectIndex
 from meshbus.transport import Envelope
 
-__all__ = ["Batch", "Peer"]
+__all__ = ["Batch", "Peer", "Refused"]
 
 log = logging.getLogger("meshbus.direct")
 
@@ -36,6 +37,14 @@ ACCEPTED, REFUSED, LOST = 1, 2, 3
 
 Item = tuple[Envelope, tuple[int, ...], bool]
 """A message for one peer: the envelope, the peer's interests it is for, whether a request."""
+
+
+class Refused(Exception):
+    """A listener refused a request (``code`` is the REFUSE code)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 class Batch:
@@ -48,7 +57,7 @@ class Batch:
         self.first = first
         self.last = last
         self.accepted = first - 1  # every seq up to this one that was not refused is taken
-        self.refused: set[int] | None = None
+        self.refused: dict[int, int] | None = None  # seq -> REFUSE code
         self.done = done
 
     @property
@@ -57,9 +66,11 @@ class Batch:
         return self.accepted >= self.last and not self.refused
 
     def fate(self, seq: int) -> int:
-        """ACCEPTED, REFUSED or LOST (once ``done``)."""
+        """ACCEPTED, REFUSED or LOST (once ``done``). A message refused because its listener
+        is closing counts as LOST: it is owed to whoever takes over there, like one lost with
+        its connection, and is not dropped when no other member is connected."""
         if self.refused is not None and seq in self.refused:
-            return REFUSED
+            return LOST if self.refused[seq] == REFUSE_CLOSING else REFUSED
         return ACCEPTED if seq <= self.accepted else LOST
 
     def settle(self) -> None:
@@ -221,11 +232,16 @@ class Peer:
             self._credit += frame.messages
             self._wake_credit()
         elif isinstance(frame, Refuse):
+            waiter = self._replies.pop(frame.seq, None)
+            if waiter is not None:  # a request: it is asked again elsewhere (or later)
+                if not waiter.done():
+                    waiter.set_exception(Refused(frame.code, frame.reason))
+                return
             for batch in self._pending:
                 if batch.first <= frame.seq <= batch.last:
                     if batch.refused is None:
-                        batch.refused = set()
-                    batch.refused.add(frame.seq)
+                        batch.refused = {}
+                    batch.refused[frame.seq] = frame.code
                     break
         elif isinstance(frame, Interest):
             self._add(frame)
