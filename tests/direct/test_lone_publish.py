@@ -16,6 +16,7 @@ from oncue import OnCueListener
 
 import meshbus
 from meshbus.channels.direct.dialer import TcpTransport
+from meshbus.channels.direct.frames import REFUSE_CLOSING
 from meshbus.errors import PublishTimeout
 
 pytestmark = pytest.mark.asyncio
@@ -70,3 +71,14 @@ async def _take(sub: meshbus.Subscription, count: int) -> list[meshbus.Message]:
             if len(got) == count:
                 break
     return got
+
+
+async def test_a_lone_publish_refused_as_closing_is_owed_to_that_peer() -> None:
+    # Refused because its listener is closing: like one lost with the connection, it is sent
+    # there again (to whoever takes over) rather than dropped as having no subscriber.
+    async with (
+        OnCueListener("refuse", "accept", code=REFUSE_CLOSING).running() as closing,
+        meshbus.connect(f"tcp://127.0.0.1:{closing.port}") as client,
+    ):
+        await client.publish("job.a", b"x", timeout=10)
+    assert [pub.data for _, pub in closing.seen] == [b"x", b"x"]
