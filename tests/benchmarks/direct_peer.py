@@ -6,10 +6,19 @@
 - ``raw-echo``: writes each frame of SIZE bytes back as it comes;
 - ``tcp-sink``: serves a group subscription on ``bench.data`` (its bus listens, as a deployed
   service does) and acks each message; after every COUNT messages prints ``done``;
-- ``tcp-echo``: serves a group on ``bench.rpc`` that answers each request with its payload.
+- ``tcp-echo``: serves a group on ``bench.rpc`` that answers each request with its payload;
+- ``wire-echo``: the least a responder on the direct protocol can do, for telling a tcp://
+  requester's cost from a tcp:// responder's: a plain ``asyncio.Protocol`` that answers the
+  hello with one group interest on ``bench.rpc`` and each request PUB with a REPLY carrying
+  SIZE bytes, straight from ``data_received`` (no subscription, no credit kept).
 
 Each ``done`` line carries the CPU seconds this process has used so far. The process runs
 until its stdin closes.
+
+Before it serves, the process allocates and frees 1 MiB: glibc then serves the 256 KiB
+``recv`` of asyncio's plain transports from its heap instead of a fresh ``mmap``, ``mremap``
+and ``munmap`` each read, which otherwise doubles a raw round trip on a warm CPU (a process
+gets there by chance, once it has freed a large block). The benchmark process does the same.
 """
 
 from __future__ import annotations
@@ -20,9 +29,19 @@ import sys
 import time
 
 import meshbus
+from meshbus.channels.direct.frames import (
+    DEFAULT_MAX_FRAME,
+    FrameType,
+    Hello,
+    Interest,
+    Pong,
+    encode,
+    encode_reply,
+)
 from meshbus.testing.brokers import free_port
 
 _LEN = struct.Struct(">I")
+_SEQ = struct.Struct(">Q")
 
 
 def _report() -> None:
@@ -70,12 +89,57 @@ async def raw_echo(size: int) -> asyncio.Server:
     return await asyncio.start_server(echo, "127.0.0.1", 0)
 
 
+class _WireEcho(asyncio.Protocol):
+    """See ``wire-echo`` in the module docstring."""
+
+    def __init__(self, size: int) -> None:
+        self.reply = b"x" * size
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        buffer = self.buffer
+        buffer += data
+        at = 0
+        while len(buffer) - at >= 5:
+            (length,) = _LEN.unpack_from(buffer, at)
+            if len(buffer) - at - 4 < length:
+                break
+            kind = buffer[at + 4]
+            if kind == FrameType.PUB:  # a request alone in its frame: its seq comes first
+                (seq,) = _SEQ.unpack_from(buffer, at + 5)
+                self.transport.write(encode_reply(seq, self.reply, {}))
+            elif kind == FrameType.HELLO:
+                hello = Hello(
+                    node="wire-echo",
+                    max_frame=DEFAULT_MAX_FRAME,
+                    credit=1 << 30,
+                    interests=(Interest(1, "bench.rpc", "svc"),),
+                )
+                self.transport.write(b"".join(encode(hello)))
+            elif kind == FrameType.PING:
+                (nonce,) = _SEQ.unpack_from(buffer, at + 5)
+                self.transport.write(b"".join(encode(Pong(nonce))))
+            at += 4 + length
+        del buffer[:at]
+
+
 async def main(kind: str, size: int, count: int) -> None:
+    warm = bytearray(1 << 20)  # see the module docstring
+    del warm
     stdin = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    if kind.startswith("raw"):
-        server = await (raw_sink(count) if kind == "raw-sink" else raw_echo(size))
+    if kind.startswith(("raw", "wire")):
+        if kind == "wire-echo":
+            server = await loop.create_server(lambda: _WireEcho(size), "127.0.0.1", 0)
+        else:
+            server = await (raw_sink(count) if kind == "raw-sink" else raw_echo(size))
         print(server.sockets[0].getsockname()[1], flush=True)
         await stdin.read()
         server.close()

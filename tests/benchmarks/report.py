@@ -1,6 +1,6 @@
 """Print the figures `make bench` cares about (msgs/s, p50, p99, and a ratio to the baseline
 where a benchmark measures one beside it, with the range over its rounds) from a benchmark JSON
-file."""
+file. A round trip measured side by side is followed by each side's figures alone."""
 
 from __future__ import annotations
 
@@ -29,6 +29,12 @@ def main(path: str) -> None:
             f"{bench['name']:<52}{rate:>12}{info.get('p50_us', ''):>10}{info.get('p99_us', ''):>10}"
             f"{baseline:>12}{info.get('ratio', ''):>8}  {_range(info.get('ratio_range'))}"
         )
+        for side in ("requester", "responder"):  # a round trip split by side (tcp://)
+            if f"{side}_ratio" in info:
+                print(
+                    f"{'  ' + side + ' side alone':<52}{'':>12}{info[side + '_p50_us']:>10}"
+                    f"{'':>10}{'':>12}{info[side + '_ratio']:>8}"
+                )
 
 
 if __name__ == "__main__":

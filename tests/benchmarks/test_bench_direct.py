@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import statistics
 import struct
@@ -38,6 +39,16 @@ import pytest
 from conftest import Runner
 
 import meshbus
+from meshbus.channels.direct.frames import (
+    DEFAULT_MAX_FRAME,
+    FrameDecoder,
+    FrameType,
+    Hello,
+    encode,
+    encode_one,
+    encode_reply,
+)
+from meshbus.transport import Envelope
 
 SIZES = {"100B": 100, "16KiB": 16 * 1024}
 COUNT = {"100B": 40_960, "16KiB": 8_192}
@@ -206,21 +217,73 @@ def _pinned(layout: str, peers: list[Receiver]) -> Iterator[None]:
         os.sched_setaffinity(0, cpus)
 
 
+class WireRequester:
+    """The least a requester on the direct protocol can do (the counterpart of
+    ``direct_peer.py wire-echo``): a hello, then each request as one PUB frame written and its
+    REPLY read back with one ``readexactly``, a CREDIT that comes first skipped."""
+
+    def __init__(self, port: int, size: int) -> None:
+        self.port = port
+        self.payload = b"x" * size
+        self.reply_size = len(encode_reply(0, self.payload, {}))
+        self.seqs = itertools.count(1)
+        self.ids = itertools.count(1)
+        self.targets: tuple[int, ...] = ()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def start(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        hello = Hello(node="wire-requester", max_frame=DEFAULT_MAX_FRAME, credit=0)
+        self.writer.write(b"".join(encode(hello)))
+        (length,) = _LEN.unpack(await self.reader.readexactly(4))
+        (theirs,) = FrameDecoder().feed(_LEN.pack(length) + await self.reader.readexactly(length))
+        assert isinstance(theirs, Hello)
+        self.targets = tuple(i.id for i in theirs.interests if i.pattern == "bench.rpc")
+
+    async def request(self) -> None:
+        assert self.reader is not None
+        assert self.writer is not None
+        envelope = Envelope("bench.rpc", self.payload, {}, None, f"wire-{next(self.ids):x}")
+        self.writer.write(encode_one(next(self.seqs), envelope, self.targets, True))
+        data = await self.reader.readexactly(self.reply_size)
+        while data[4] == FrameType.CREDIT:  # 9 bytes, granted as requests are taken
+            data = data[9:] + await self.reader.readexactly(9)
+        assert data[4] == FrameType.REPLY
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_round_trip(benchmark: Any, run: Runner, receiver: Any, layout: str) -> None:
     """100 B round trips to the other process, in alternating blocks of 100: a raw frame
     echoed back (the baseline), and a tcp:// request answered by a group member.
 
-    Both paths get the same CPU placement: this process on one CPU and both peers on the same
+    Two more paths split tcp://'s cost between its two sides: a tcp:// requester answered by
+    the least a responder on the direct protocol can do (``wire-echo``), and the least a
+    requester can do (``WireRequester``) answered by a tcp:// group member. ``ratio`` is
+    tcp://'s p50 over the raw one; ``requester_ratio`` and ``responder_ratio`` are those of
+    the split paths, each with its tcp:// side alone.
+
+    All paths get the same CPU placement: this process on one CPU and every peer on the same
     one (``one-core``) or on the other (``two-cores``). Left to the scheduler, the placement
     decided the ratio: a raw echo that shares the client's CPU answers in ~30-50 µs, one on
     the other CPU (woken from idle) in ~80-150 µs, and the scheduler often put the two peers
-    on different sides."""
+    on different sides. On one CPU a round trip costs the CPU time of both ends, so the
+    figure is a measure of CPU; on two it is mostly the wake-up of an idle CPU."""
+    warm = bytearray(1 << 20)  # as the peers do (see direct_peer.py)
+    del warm
     raw_peer, tcp_peer = receiver("raw-echo", 100, 0), receiver("tcp-echo", 100, 0)
+    wire_peer, wire_tcp_peer = receiver("wire-echo", 100, 0), receiver("tcp-echo", 100, 0)
     benchmark.extra_info["layout"] = layout
-    with _pinned(layout, [raw_peer, tcp_peer]):
+    with _pinned(layout, [raw_peer, tcp_peer, wire_peer, wire_tcp_peer]):
         reader, writer = run(lambda: asyncio.open_connection("127.0.0.1", raw_peer.port))
         client = run(lambda: meshbus.connect(f"tcp://127.0.0.1:{tcp_peer.port}").start())
+        to_wire = run(lambda: meshbus.connect(f"tcp://127.0.0.1:{wire_peer.port}").start())
+        requester = WireRequester(wire_tcp_peer.port, 100)
+        run(requester.start)
         frame = _LEN.pack(100) + b"x" * 100
         payload = b"x" * 100
 
@@ -231,11 +294,20 @@ def test_round_trip(benchmark: Any, run: Runner, receiver: Any, layout: str) -> 
         async def tcp() -> None:
             await client.request("bench.rpc", payload, timeout=5)
 
-        samples: dict[str, list[float]] = {"raw": [], "tcp": []}
+        async def tcp_to_wire() -> None:
+            await to_wire.request("bench.rpc", payload, timeout=5)
+
+        paths: dict[str, Callable[[], Awaitable[None]]] = {
+            "raw": raw,
+            "tcp": tcp,
+            "requester": tcp_to_wire,
+            "responder": requester.request,
+        }
+        samples: dict[str, list[float]] = {path: [] for path in paths}
 
         async def session() -> None:
             for _ in range(ROUND_TRIPS // 100):
-                for path, ask in (("raw", raw), ("tcp", tcp)):
+                for path, ask in paths.items():
                     for _ in range(100):
                         start = time.perf_counter()
                         await ask()
@@ -248,10 +320,15 @@ def test_round_trip(benchmark: Any, run: Runner, receiver: Any, layout: str) -> 
             benchmark.pedantic(lambda: run(session), rounds=3)
         finally:
             writer.close()
+            requester.close()
             run(client.close)
+            run(to_wire.close)
     p50 = {path: statistics.median(values) * 1e6 for path, values in samples.items()}
     info = benchmark.extra_info
     info["p50_us"] = round(p50["tcp"], 1)
     info["p99_us"] = round(sorted(samples["tcp"])[int(len(samples["tcp"]) * 0.99)] * 1e6, 1)
     info["baseline_p50_us"] = round(p50["raw"], 1)
     info["ratio"] = round(p50["tcp"] / p50["raw"], 2)
+    for side in ("requester", "responder"):
+        info[f"{side}_p50_us"] = round(p50[side], 1)
+        info[f"{side}_ratio"] = round(p50[side] / p50["raw"], 2)
