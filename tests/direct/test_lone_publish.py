@@ -17,6 +17,7 @@ from oncue import OnCueListener
 import meshbus
 from meshbus.channels.direct.dialer import TcpTransport
 from meshbus.channels.direct.frames import REFUSE_CLOSING
+from meshbus.channels.direct.peer import PUB_FRAME_TARGET
 from meshbus.errors import PublishTimeout
 
 pytestmark = pytest.mark.asyncio
@@ -82,3 +83,19 @@ async def test_a_lone_publish_refused_as_closing_is_owed_to_that_peer() -> None:
     ):
         await client.publish("job.a", b"x", timeout=10)
     assert [pub.data for _, pub in closing.seen] == [b"x", b"x"]
+
+
+async def test_a_large_batch_goes_in_frames_the_listener_reads_in_place() -> None:
+    # 64 x 16 KiB: frames of at most PUB_FRAME_TARGET bytes (each read where it lies and
+    # ACCEPTed while the next arrives); a message larger than that still goes, alone.
+    async with (
+        OnCueListener("accept").running() as listener,
+        meshbus.connect(f"tcp://127.0.0.1:{listener.port}") as client,
+    ):
+        await client.publish_many([("job.a", bytes(16 * 1024))] * 64, timeout=10)
+        frames = listener.frames
+        await client.publish_many([("job.big", bytes(PUB_FRAME_TARGET))], timeout=10)
+    assert frames >= 64 * 16 * 1024 // PUB_FRAME_TARGET + 1
+    assert listener.frames == frames + 1
+    assert [pub.data for _, pub in listener.seen[-1:]] == [bytes(PUB_FRAME_TARGET)]
+    assert len(listener.seen) == 65

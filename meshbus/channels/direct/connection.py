@@ -28,13 +28,14 @@ from meshbus.channels.direct.frames import (
 )
 from meshbus.errors import AuthenticationFailed, ConnectionLost, ProtocolError
 
-__all__ = ["Connection", "ConnectionSettings", "SilentPeer", "Wire"]
+__all__ = ["READ_SIZE", "Connection", "ConnectionSettings", "SilentPeer", "Wire"]
 
 log = logging.getLogger("meshbus.direct")
 
 AUTH_REFUSED = "authentication failed"
 _HIGH_WATER = 256 * 1024
-_READ_SIZE = 256 * 1024
+READ_SIZE = 256 * 1024
+"""The usual read buffer: a frame that fits is cut where it lies; a larger one gets its own."""
 _MIN_ROOM = 64 * 1024
 _CLOSED = "peer closed the connection"
 
@@ -88,7 +89,7 @@ class Wire(asyncio.BufferedProtocol):
         loop = asyncio.get_running_loop()
         self._clock = loop.time
         self.gone: asyncio.Future[None] = loop.create_future()
-        self._buffer = self._usual = bytearray(_READ_SIZE)
+        self._buffer = self._usual = bytearray(READ_SIZE)
         self._whole = memoryview(self._usual)  # get_buffer's answer when nothing is pending
         self._start = 0  # unread bytes are _buffer[_start:_end]
         self._end = 0
@@ -115,7 +116,7 @@ class Wire(asyncio.BufferedProtocol):
             bigger = bytearray(self._wanted)
             bigger[:pending] = self._buffer[self._start : self._end]
             self._buffer, self._start, self._end = bigger, 0, pending
-        elif len(self._buffer) > _READ_SIZE and max(pending, self._wanted) <= _READ_SIZE // 2:
+        elif len(self._buffer) > READ_SIZE and max(pending, self._wanted) <= READ_SIZE // 2:
             smaller = self._usual  # the big frame is gone: give the memory back
             smaller[:pending] = self._buffer[self._start : self._end]
             self._buffer, self._start, self._end = smaller, 0, pending

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from meshbus.channels.direct.config import DirectConfig
-from meshbus.channels.direct.connection import Connection, Wire
+from meshbus.channels.direct.connection import READ_SIZE, Connection, Wire
 from meshbus.channels.direct.frames import (
     REFUSE_CLOSING,
     Accept,
@@ -34,6 +34,14 @@ __all__ = ["Batch", "Peer", "Refused"]
 log = logging.getLogger("meshbus.direct")
 
 ACCEPTED, REFUSED, LOST = 1, 2, 3
+
+PUB_FRAME_TARGET = READ_SIZE
+"""Where ``send`` cuts a run of messages into PUB frames (one larger message still goes alone
+in a frame of its own, up to the peer's largest frame): a frame that fits the listener's usual
+read buffer is read in place, and handled and ACCEPTed while the next one is on its way. One
+frame of a whole 256-message batch of 16 KiB made the listener grow its buffer for it, and
+the publisher wait for all of it to be read before the first ACCEPT: 0.6-0.8x the raw rate
+against 1.04x."""
 
 Item = tuple[Envelope, tuple[int, ...], bool]
 """A message for one peer: the envelope, the peer's interests it is for, whether a request."""
@@ -277,16 +285,17 @@ class Peer:
 
     async def send(self, items: Sequence[Item], sent: list[tuple[Batch, int]]) -> None:
         """Send ``items`` in PUB frames as credit allows (each frame as large as the credit,
-        the peer's largest frame and ``MAX_PUBS`` let it be). Each frame's ``Batch`` and the
-        index of its first item are appended to ``sent`` as they go out, so the caller knows
-        what went when this raises ``ConnectionLost`` part way."""
+        ``PUB_FRAME_TARGET``, the peer's largest frame and ``MAX_PUBS`` let it be). Each
+        frame's ``Batch`` and the index of its first item are appended to ``sent`` as they go
+        out, so the caller knows what went when this raises ``ConnectionLost`` part way."""
         loop = asyncio.get_running_loop()
         at = 0
         while at < len(items):
             conn = await self._take_credit()
             end = min(len(items), at + self._credit)
             first = self._seq + 1
-            frame, count = encode_pubs(first, items[at:end], 0, conn.peer.max_frame)
+            limit = min(conn.peer.max_frame, PUB_FRAME_TARGET)
+            frame, count = encode_pubs(first, items[at:end], 0, limit)
             self._seq += count
             self._credit -= count
             batch = Batch(first, self._seq, loop.create_future())
