@@ -31,24 +31,30 @@ class TcpProxy(AsyncResource):
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()
+        self._accepted: set[asyncio.StreamWriter] = set()
         self.sent = bytearray()
 
     async def start(self) -> TcpProxy:
         """Listen (again, on the same port once one was chosen)."""
         if self._server is None:
-            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+            self._server = await asyncio.start_server(self._accept, self.host, self.port)
             self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handler = asyncio.current_task()
-        assert handler is not None
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Not a coroutine: the connection is known from the moment it is accepted, so that
+        # close() closes it even when its handler is cancelled before it ever ran.
+        self._accepted.add(writer)
+        handler = asyncio.get_running_loop().create_task(self._handle(reader, writer))
         self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._forward(reader, writer)
         finally:
             writer.close()  # also when cancelled before the upstream connection was made
-            self._handlers.discard(handler)
+            self._accepted.discard(writer)
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -106,6 +112,9 @@ class TcpProxy(AsyncResource):
         for task in [*self._pipes, *self._handlers]:
             task.cancel()
         await asyncio.gather(*self._pipes, *self._handlers, return_exceptions=True)
+        for writer in list(self._accepted):  # handlers cancelled before they ran
+            writer.close()
+        self._accepted.clear()
 
 
 @contextlib.asynccontextmanager
