@@ -117,6 +117,55 @@ def test_corrupted_frames_raise_only_protocol_error(frame: Frame, where: int, by
         pass
 
 
+# PUB frames over 2 KiB are cut from a view into the read buffer: read in place when their
+# messages are large (1 KiB or more each, on average), copied whole first when they are small.
+large_pubs = st.builds(
+    numbered,
+    u64,
+    st.lists(
+        st.builds(
+            Pub,
+            seq=st.just(0),
+            subject=short_text,
+            data=st.binary(max_size=3000),
+            targets=st.lists(u32, max_size=3).map(tuple),
+            headers=headers,
+            key=st.none() | text,
+            id=short_text,
+            request=st.booleans(),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+)
+
+
+@given(st.lists(large_pubs, min_size=1, max_size=3), st.data())
+def test_large_pub_frames_round_trip_in_any_chunking(
+    batch: list[Pubs], data: st.DataObject
+) -> None:
+    stream = b"".join(wire(f) for f in batch)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    decoder = FrameDecoder()
+    got: list[Frame] = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        got.extend(decoder.feed(stream[start:end]))
+    assert got == batch
+    assert all(type(pub.data) is bytes for frame in got for pub in frame.messages)  # type: ignore[union-attr]
+
+
+@given(large_pubs, st.integers(0, 2**31), st.integers(0, 255))
+def test_corrupted_large_pub_frames_raise_only_protocol_error(
+    frame: Pubs, where: int, byte: int
+) -> None:
+    raw = bytearray(wire(frame))
+    raw[where % len(raw)] = byte
+    try:
+        FrameDecoder(max_frame=1 << 20).feed(bytes(raw))
+    except ProtocolError:
+        pass
+
+
 def test_an_oversized_length_prefix_fails_before_the_body_arrives() -> None:
     decoder = FrameDecoder(max_frame=1024)
     with pytest.raises(ProtocolError, match=r"outside 1\.\.1024"):

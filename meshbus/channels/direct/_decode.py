@@ -122,12 +122,25 @@ def _hello(r: _Reader) -> Hello:
 _blocks: dict[bytes, tuple[tuple[int, ...], str]] = {}
 """Decoded targets and subject, by their bytes: a peer sends the same few again and again."""
 _BLOCK_CACHED = 512
+_IN_PLACE = 1024
+"""Bytes per message from which a PUB frame is read in place rather than copied whole."""
 
 
 def _pubs(view: bytes | memoryview) -> Pubs:
     """PUB is the hot path: one fixed-layout head per message, no field-by-field reader, and
-    fields sliced from one copy of the frame (cheaper than a view per field)."""
-    body = view if type(view) is bytes else bytes(view)
+    fields sliced from one copy of the frame (cheaper than a view per field). A frame of
+    large messages (a view into the read buffer) is read in place instead, each field and
+    payload copied out once: copying it whole first copied every payload twice (~1.7 µs a
+    16 KiB message)."""
+    if isinstance(view, memoryview):
+        size = len(view)
+        if size >= _PUB_HEAD.size and size >= _IN_PLACE * _PUB_HEAD.unpack_from(view)[1]:
+            return _pub_loop(view, True)
+        return _pubs_copied(bytes(view))
+    return _pubs_copied(view)
+
+
+def _pubs_copied(body: bytes) -> Pubs:
     end = len(body)
     if end > 25:  # _ONE_HEAD.size, written as a number like the offsets below
         # A frame of one message without key or headers whose subject and targets came before
@@ -147,6 +160,13 @@ def _pubs(view: bytes | memoryview) -> Pubs:
                 request = flags & _REQUEST == _REQUEST
                 pub = Pub(first, known[1], body[stop:], known[0], {}, None, message_id, request)
                 return Pubs((pub,))
+    return _pub_loop(body, False)
+
+
+def _pub_loop(body: bytes | memoryview, in_place: bool) -> Pubs:
+    """Every message of a PUB frame: ``body`` is a copy of it (``in_place`` false) or a view
+    into the read buffer, from which each field and payload is copied out."""
+    end = len(body)
     try:
         first, count = _PUB_HEAD.unpack_from(body, 0)
     except struct.error:
@@ -169,8 +189,10 @@ def _pubs(view: bytes | memoryview) -> Pubs:
             stop = at + block + n_id + n_key + n_headers + n_data
             if stop > end:
                 raise ProtocolError("PUB frame is truncated")
-            if block != len(last) or not body.startswith(last, at):
-                last = body[at : at + block]
+            if block != len(last) or not (
+                body[at : at + block] == last if in_place else body.startswith(last, at)  # type: ignore[union-attr]
+            ):
+                last = bytes(body[at : at + block])
                 known = _blocks.get(last)
                 if known is None:
                     targets = struct.unpack_from(f">{n_targets}I", last) if n_targets else ()
@@ -182,11 +204,11 @@ def _pubs(view: bytes | memoryview) -> Pubs:
                 else:
                     targets, subject = known
             at += block
-            message_id = body[at : at + n_id].decode()
+            message_id = str(body[at : at + n_id], "utf-8")
             at += n_id
             key = None
             if flags & _HAS_KEY:
-                key = body[at : at + n_key].decode()
+                key = str(body[at : at + n_key], "utf-8")
             at += n_key
             headers: dict[str, str] = {}
             if n_headers:
@@ -199,7 +221,7 @@ def _pubs(view: bytes | memoryview) -> Pubs:
                 Pub(
                     seq,
                     subject,
-                    body[at:stop],
+                    bytes(body[at:stop]) if in_place else body[at:stop],  # type: ignore[arg-type]
                     targets,
                     headers,
                     key,
@@ -308,7 +330,7 @@ class FrameDecoder:
                 with memoryview(buffer) as view:
                     frames.append(_parse(kind, view[at + 5 : stop]))
             elif kind == _PUB:  # two small copies cost less than a view
-                frames.append(_pubs(bytes(buffer[at + 5 : stop])))
+                frames.append(_pubs_copied(bytes(buffer[at + 5 : stop])))
             else:
                 frames.append(_parse(kind, bytes(buffer[at + 5 : stop])))
             at = stop
