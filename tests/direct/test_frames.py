@@ -35,17 +35,23 @@ headers = st.dictionaries(st.text(min_size=1, max_size=10), text, max_size=4)
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
 
-pub = st.builds(
-    Pub,
-    seq=st.just(0),
-    subject=short_text,
-    data=st.binary(max_size=300),
-    targets=st.lists(u32, max_size=5).map(tuple),
-    headers=headers,
-    key=st.none() | text,
-    id=short_text,
-    request=st.booleans(),
-)
+
+def pubs_of(size: int, targets: int = 5) -> st.SearchStrategy[Pub]:
+    """Messages of a PUB frame with payloads of up to ``size`` bytes."""
+    return st.builds(
+        Pub,
+        seq=st.just(0),
+        subject=short_text,
+        data=st.binary(max_size=size),
+        targets=st.lists(u32, max_size=targets).map(tuple),
+        headers=headers,
+        key=st.none() | text,
+        id=short_text,
+        request=st.booleans(),
+    )
+
+
+pub = pubs_of(300)
 
 
 def numbered(first: int, messages: list[Pub]) -> Pubs:
@@ -87,15 +93,19 @@ def test_frames_round_trip(batch: list[Frame]) -> None:
     assert decoder.buffered == 0
 
 
-@given(st.lists(frames, min_size=1, max_size=4), st.data())
-def test_any_chunking_gives_the_same_frames(batch: list[Frame], data: st.DataObject) -> None:
-    stream = b"".join(wire(f) for f in batch)
+def fed_in_chunks(stream: bytes, data: st.DataObject) -> list[Frame]:
+    """The frames a decoder makes of ``stream`` fed in pieces cut where ``data`` draws."""
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
     decoder = FrameDecoder()
     got: list[Frame] = []
     for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
         got.extend(decoder.feed(stream[start:end]))
-    assert got == batch
+    return got
+
+
+@given(st.lists(frames, min_size=1, max_size=4), st.data())
+def test_any_chunking_gives_the_same_frames(batch: list[Frame], data: st.DataObject) -> None:
+    assert fed_in_chunks(b"".join(wire(f) for f in batch), data) == batch
 
 
 @given(st.binary(max_size=200))
@@ -119,38 +129,16 @@ def test_corrupted_frames_raise_only_protocol_error(frame: Frame, where: int, by
 
 # PUB frames over 2 KiB are cut from a view into the read buffer: read in place when their
 # messages are large (1 KiB or more each, on average), copied whole first when they are small.
-large_pubs = st.builds(
-    numbered,
-    u64,
-    st.lists(
-        st.builds(
-            Pub,
-            seq=st.just(0),
-            subject=short_text,
-            data=st.binary(max_size=3000),
-            targets=st.lists(u32, max_size=3).map(tuple),
-            headers=headers,
-            key=st.none() | text,
-            id=short_text,
-            request=st.booleans(),
-        ),
-        min_size=1,
-        max_size=8,
-    ),
-)
+large_pubs = st.builds(numbered, u64, st.lists(pubs_of(3000, 3), min_size=1, max_size=8))
 
 
 @given(st.lists(large_pubs, min_size=1, max_size=3), st.data())
 def test_large_pub_frames_round_trip_in_any_chunking(
     batch: list[Pubs], data: st.DataObject
 ) -> None:
-    stream = b"".join(wire(f) for f in batch)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
-    decoder = FrameDecoder()
-    got: list[Frame] = []
-    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
-        got.extend(decoder.feed(stream[start:end]))
+    got = fed_in_chunks(b"".join(wire(f) for f in batch), data)
     assert got == batch
+    assert all(type(pub.data) is bytes for frame in got for pub in frame.messages)  # type: ignore[union-attr]
     assert all(type(pub.data) is bytes for frame in got for pub in frame.messages)  # type: ignore[union-attr]
 
 
