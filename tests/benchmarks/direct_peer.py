@@ -15,10 +15,8 @@
 Each ``done`` line carries the CPU seconds this process has used so far. The process runs
 until its stdin closes.
 
-Before it serves, the process allocates and frees 1 MiB: glibc then serves the 256 KiB
-``recv`` of asyncio's plain transports from its heap instead of a fresh ``mmap``, ``mremap``
-and ``munmap`` each read, which otherwise doubles a raw round trip on a warm CPU (a process
-gets there by chance, once it has freed a large block). The benchmark process does the same.
+Before it serves, the process calls ``warm_malloc`` (see there); the benchmark process does
+the same.
 """
 
 from __future__ import annotations
@@ -42,6 +40,15 @@ from meshbus.testing.brokers import free_port
 
 _LEN = struct.Struct(">I")
 _SEQ = struct.Struct(">Q")
+
+
+def warm_malloc() -> None:
+    """Allocate and free 1 MiB: glibc then serves the 256 KiB ``recv`` of asyncio's plain
+    transports from its heap instead of a fresh ``mmap``, ``mremap`` and ``munmap`` each read,
+    which otherwise doubles a raw round trip on a warm CPU (a process gets there by chance,
+    once it has freed a large block)."""
+    block = bytearray(1 << 20)
+    del block
 
 
 def _report() -> None:
@@ -130,8 +137,7 @@ class _WireEcho(asyncio.Protocol):
 
 
 async def main(kind: str, size: int, count: int) -> None:
-    warm = bytearray(1 << 20)  # see the module docstring
-    del warm
+    warm_malloc()
     stdin = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)

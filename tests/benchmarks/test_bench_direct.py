@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 from conftest import Runner
+from direct_peer import warm_malloc
 
 import meshbus
 from meshbus.channels.direct.frames import (
@@ -273,8 +274,7 @@ def test_round_trip(benchmark: Any, run: Runner, receiver: Any, layout: str) -> 
     the other CPU (woken from idle) in ~80-150 µs, and the scheduler often put the two peers
     on different sides. On one CPU a round trip costs the CPU time of both ends, so the
     figure is a measure of CPU; on two it is mostly the wake-up of an idle CPU."""
-    warm = bytearray(1 << 20)  # as the peers do (see direct_peer.py)
-    del warm
+    warm_malloc()  # as the peers do
     raw_peer, tcp_peer = receiver("raw-echo", 100, 0), receiver("tcp-echo", 100, 0)
     wire_peer, wire_tcp_peer = receiver("wire-echo", 100, 0), receiver("tcp-echo", 100, 0)
     benchmark.extra_info["layout"] = layout
