@@ -183,6 +183,11 @@ class DirectListener:
         handler = asyncio.create_task(self._serve(wire))
         self._handlers.add(handler)
         handler.add_done_callback(self._handlers.discard)
+        # The connection ends with its handler, also one cancelled by close() before it ran
+        # (whose socket was otherwise left to the garbage collector).
+        transport = wire.transport
+        assert transport is not None
+        handler.add_done_callback(lambda _: transport.close())
 
     async def _serve(self, wire: Wire) -> None:
         assert wire.transport is not None
