@@ -52,6 +52,7 @@ from meshbus.errors import (
     UnknownScheme,
 )
 from meshbus.message import Message
+from meshbus.service import Handler, Service
 from meshbus.subscription import Subscription
 from meshbus.transport import Capabilities, Envelope, Transport, TransportSubscription
 
@@ -74,6 +75,7 @@ __all__ = [
     "DockerEngineError",
     "EncodeError",
     "Envelope",
+    "Handler",
     "InvalidHeader",
     "InvalidRoutes",
     "InvalidSubject",
@@ -94,6 +96,7 @@ __all__ = [
     "PublishRejected",
     "PublishTimeout",
     "RequestTimeout",
+    "Service",
     "SettlementError",
     "Subscription",
     "Transport",

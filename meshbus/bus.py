@@ -7,7 +7,7 @@ import itertools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from meshbus import codec
 from meshbus._resource import AsyncResource
@@ -24,6 +24,7 @@ from meshbus.headers import CONTENT_TYPE, check_user_headers
 from meshbus.message import Message
 from meshbus.registry import TransportRegistry, default_registry
 from meshbus.routing import Router
+from meshbus.service import Handler, Service
 from meshbus.subjects import validate_group, validate_pattern, validate_subject
 from meshbus.subscription import Subscription
 from meshbus.transport import Capabilities, Envelope, Transport, TransportFactory
@@ -106,7 +107,7 @@ class Bus(AsyncResource):
         self._listener: Transport | None = None
         self._router: Router[Transport] | None = None
         self._route_cache: dict[str, Transport] = {}
-        self._subscriptions: set[Subscription] = set()
+        self._subscriptions: set[Subscription | Service] = set()
         self._pending = 0
         self._idle: asyncio.Future[None] | None = None  # close() waits on it for _pending 0
         self._id_prefix = os.urandom(6).hex() + "-"
@@ -377,7 +378,46 @@ class Bus(AsyncResource):
             )
         return targets
 
-    def _track(self, subscription: Subscription, active: bool) -> None:
+    def serve(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        group: str | None = None,
+        concurrency: int = 1,
+        prefetch: int = DEFAULT_PREFETCH,
+        on_error: Literal["reject", "nack"] = "reject",
+    ) -> Service:
+        """Run ``handler(message)`` for each message on a subject or pattern; with ``group``,
+        share them with the group's other members, as ``subscribe`` does.
+
+        What the handler returns answers a request (``None`` is sent as JSON ``null``); any
+        other message is acked once the handler returns. A handler that raises has its message
+        rejected to the dead-letter subject (``on_error="nack"``: delivered again) and the
+        error logged; one that settles or responds itself is left to it. At most
+        ``concurrency`` handlers run at once. Use as ``async with bus.serve(...)`` or
+        ``service = await bus.serve(...)``::
+
+            async def quote(msg: meshbus.Message) -> dict[str, float]:
+                return {"price": prices[msg.json()["sku"]]}
+
+            async with bus.serve("pricing.quote", quote, group="pricing"):
+                await stop.wait()
+        """
+        validate_pattern(subject)
+        if group is not None:
+            validate_group(group)
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be at least 1, got {prefetch}")
+        if on_error not in ("reject", "nack"):
+            raise ValueError(f"on_error must be 'reject' or 'nack', got {on_error!r}")
+        return Service(self, subject, handler, group, concurrency, prefetch, on_error)
+
+    def _track(self, subscription: Subscription | Service, active: bool) -> None:
         if active:
             self._subscriptions.add(subscription)
         else:

@@ -46,7 +46,19 @@ DEFAULT_BUFFER = 10_000
 _hubs: weakref.WeakValueDictionary[str, _Hub] = weakref.WeakValueDictionary()
 
 
-def _wake_first(waiters: deque[asyncio.Future[None]]) -> None:
+class Wakeable(Protocol):
+    """What waits for a message in a group or for room in a member's prefetch: an
+    ``asyncio.Future`` a task awaits, or a callback object (push delivery, see
+    ``_Member.poll``)."""
+
+    def done(self) -> bool:
+        """True once woken (or given up)."""
+
+    def set_result(self, result: None, /) -> None:
+        """Wake it."""
+
+
+def _wake_first(waiters: deque[Wakeable]) -> None:
     while waiters:
         waiter = waiters.popleft()
         if not waiter.done():
@@ -165,7 +177,7 @@ class _Group:
         self.pattern = pattern
         self.name = name
         self.queue: deque[_Entry] = deque()
-        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.waiters: deque[Wakeable] = deque()
 
     def put(self, entry: _Entry) -> None:
         self.queue.append(entry)
@@ -187,7 +199,7 @@ class _Subscriber:
         self.prefetch = prefetch
         self.in_flight: dict[int, _Entry] = {}
         self.closing = False
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiter: Wakeable | None = None
         # Kept: asyncio.get_running_loop() costs a getpid() system call each time.
         self._loop = asyncio.get_running_loop()
         self.drained: asyncio.Event | None = None
@@ -205,7 +217,7 @@ class _Subscriber:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
-    async def _wait(self, extra: deque[asyncio.Future[None]] | None) -> None:
+    async def _wait(self, extra: deque[Wakeable] | None) -> None:
         waiter = self.waiter = self._loop.create_future()
         if extra is not None:
             extra.append(waiter)
@@ -280,29 +292,8 @@ class _Member(_Subscriber):
             if self.closing:
                 raise StopAsyncIteration
             if len(self.in_flight) < self.prefetch:
-                queue = group.queue
-                if queue:
-                    entry = queue.popleft()
-                    entry.attempt += 1
-                    if entry.on_take is not None:
-                        entry.on_take()
-                        entry.on_take = None
-                    self.in_flight[id(entry)] = entry
-                    if queue and group.waiters:
-                        _wake_first(group.waiters)
-                    envelope = entry.envelope  # _deliver, written out: once per message
-                    headers = envelope.headers
-                    return Message._received(
-                        envelope.subject,
-                        envelope.data,
-                        dict(headers),
-                        envelope.key,
-                        envelope.id,
-                        entry.attempt,
-                        headers.get(REPLY_TO),
-                        self,
-                        entry,
-                    )
+                if group.queue:
+                    return self._take()
                 # _wait(group.waiters), written out: one coroutine less per message.
                 waiter = self.waiter = self._loop.create_future()
                 group.waiters.append(waiter)
@@ -316,6 +307,49 @@ class _Member(_Subscriber):
                     self.waiter = None
             else:
                 await self._wait(None)
+
+    def poll(self, waker: Wakeable) -> Message | None:
+        """Push delivery (``meshbus.Service``): the next message if one can be taken now;
+        otherwise None, with ``waker`` woken (``set_result``) as soon as one may be — from
+        whatever queues it, the read callback of a direct connection included. A waker is
+        woken once; poll again then. Nothing is taken while closing."""
+        if self.closing:
+            if self.group.queue:
+                _wake_first(self.group.waiters)  # a wake-up this member cannot use
+            return None
+        if len(self.in_flight) >= self.prefetch:
+            self.waiter = waker  # woken by the settle that makes room
+            return None
+        if not self.group.queue:
+            self.group.waiters.append(waker)
+            return None
+        return self._take()
+
+    def _take(self) -> Message:
+        """Take the message at the head of the (non-empty) group queue."""
+        group = self.group
+        queue = group.queue
+        entry = queue.popleft()
+        entry.attempt += 1
+        if entry.on_take is not None:
+            entry.on_take()
+            entry.on_take = None
+        self.in_flight[id(entry)] = entry
+        if queue and group.waiters:
+            _wake_first(group.waiters)
+        envelope = entry.envelope  # _deliver, written out: once per message
+        headers = envelope.headers
+        return Message._received(
+            envelope.subject,
+            envelope.data,
+            dict(headers),
+            envelope.key,
+            envelope.id,
+            entry.attempt,
+            headers.get(REPLY_TO),
+            self,
+            entry,
+        )
 
     async def nack(self, message: Message, delay: float | None) -> None:
         entry = self._settled(message)
@@ -358,7 +392,7 @@ class _Broadcast(_Subscriber):
         self.pattern = pattern
         self.buffer: deque[Envelope] = deque()
         self.capacity = buffer
-        self.space: deque[asyncio.Future[None]] = deque()
+        self.space: deque[Wakeable] = deque()
 
     def offer(self, envelope: Envelope) -> bool:
         if self.closing:

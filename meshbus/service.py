@@ -1,0 +1,341 @@
+"""Handlers: ``bus.serve(subject, handler)`` runs ``handler`` for each message and settles it.
+
+What the handler returns is the reply when the message is a request; otherwise the message is
+acked. A handler that raises has its message rejected to the group's dead-letter subject (or,
+with ``on_error="nack"``, delivered again), the error logged on the ``meshbus.serve`` logger.
+A handler that settles or responds itself is left to it.
+
+On a channel whose subscriptions can push (the memory channel's groups and the groups a direct
+listener serves, see ``_Member.poll``), a handler is started at once from whatever delivered
+the message — for a direct peer's request, the connection's read callback — and runs there
+until it first waits for something; only then does it go on in its worker task. A handler
+that never waits (the usual request handler: compute, return) answers without a trip through
+the event loop. While it runs there, ``asyncio.current_task()`` is its worker task, as it is
+afterwards, so ``asyncio.timeout`` and the like behave as in any task. Elsewhere the workers
+read the subscription themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, Literal
+
+from meshbus._resource import AsyncResource
+from meshbus.errors import Closed
+from meshbus.message import Message
+from meshbus.subscription import Subscription
+
+if TYPE_CHECKING:
+    from meshbus.bus import Bus
+
+__all__ = ["Handler", "Service"]
+
+log = logging.getLogger("meshbus.serve")
+
+Handler = Callable[[Message], Awaitable[Any] | Any]
+"""``handler(message)``: an ``async def`` (or a plain function); its result is the reply."""
+
+# Used to run the first step of a handler with its worker as the current task; where the
+# running Python has neither, handlers start in their worker task as a message's would.
+_enter_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None = getattr(
+    asyncio.tasks, "_enter_task", None
+)
+_leave_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None = getattr(
+    asyncio.tasks, "_leave_task", None
+)
+_current_task = asyncio.current_task
+
+_NEW, _OPEN, _CLOSED = range(3)
+_TURNS = 32  # messages a worker handles back to back before it lets the event loop run
+
+
+class _Resume:
+    """Awaited by a worker: carries on a handler coroutine that was started outside the task
+    and stopped at its first wait, on ``first`` (what it yielded to the event loop)."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, value = self.coro, self.first
+        while True:
+            try:
+                sent = yield value  # the task waits on it, as it would have for the coroutine
+            except BaseException as exc:  # a cancellation (or anything thrown) goes inside
+                try:
+                    value = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration:
+                    return
+
+
+class _Worker:
+    """One of a service's ``concurrency`` slots: a task, idle while ``job`` is pending."""
+
+    __slots__ = ("context", "job", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.context = contextvars.copy_context()
+        self.job: asyncio.Future[Message | _Resume | None] = loop.create_future()
+        self.task: asyncio.Task[None] | None = None
+
+
+class _Waker:
+    """Armed in the channel while a worker is idle; wakes the service when a message may be
+    taken (see ``memory.Wakeable``)."""
+
+    __slots__ = ("fired", "service")
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.fired = False
+
+    def done(self) -> bool:
+        return self.fired
+
+    def set_result(self, result: None, /) -> None:
+        if not self.fired:
+            self.fired = True
+            self.service._waker = None
+            self.service._offer()
+
+
+class Service(AsyncResource):
+    """``handler`` run for each message on one subject pattern (see the module docstring).
+
+    Made by ``Bus.serve``; active once entered (``async with``) or awaited. At most
+    ``concurrency`` handlers run at once, and a message is taken from the channel only when
+    one of them is free, so the others of its group get the rest. ``close()`` (or leaving the
+    block) drains as a subscription does: nothing new is taken, running handlers get until the
+    timeout to finish, and unsettled group messages go back to the group.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        pattern: str,
+        handler: Handler,
+        group: str | None,
+        concurrency: int,
+        prefetch: int,
+        on_error: Literal["reject", "nack"],
+    ) -> None:
+        self.bus = bus
+        self.pattern = pattern
+        self.handler = handler
+        self.group = group
+        self.concurrency = concurrency
+        self.on_error = on_error
+        self._sub = Subscription(bus, pattern, group, prefetch)
+        self._state = _NEW
+        self._workers: list[_Worker] = []
+        self._idle: list[_Worker] = []
+        self._poll: Callable[[_Waker], Message | None] | None = None
+        self._waker: _Waker | None = None
+        self._offering = False
+        self._read_lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> Service:
+        """Subscribe and start the workers; return ``self``."""
+        if self._state == _OPEN:
+            return self
+        if self._state == _CLOSED:
+            raise Closed("this service is closed")
+        await self._sub.start()
+        self.bus._track(self._sub, False)  # closed by this service, after its waker
+        self.bus._track(self, True)
+        loop = self._loop = asyncio.get_running_loop()
+        part = self._sub._single
+        self._poll = getattr(part, "poll", None) if part is not None else None
+        for _ in range(self.concurrency):
+            worker = _Worker(loop)
+            work = self._work(worker) if self._poll is not None else self._read(worker)
+            worker.task = loop.create_task(work, context=worker.context)
+            self._workers.append(worker)
+        self._state = _OPEN
+        if self._poll is not None:
+            self._idle = list(self._workers)
+            self._offer()
+        return self
+
+    # -- push delivery -----------------------------------------------------------------------
+
+    def _offer(self) -> None:
+        """Take messages while a worker is idle; arm a waker for the next one otherwise."""
+        if self._offering or self._state != _OPEN:
+            return
+        poll = self._poll
+        assert poll is not None
+        self._offering = True
+        start = self._start  # the first message at once; any backlog through the workers,
+        try:  # which yield to the event loop now and then (a nack loop must not starve it)
+            while self._idle and self._waker is None:
+                waker = _Waker(self)
+                message = poll(waker)
+                if message is None:
+                    self._waker = waker
+                    return
+                start(message)
+                start = self._hand
+        finally:
+            self._offering = False
+
+    def _hand(self, message: Message) -> None:
+        self._idle.pop().job.set_result(message)
+
+    def _start(self, message: Message) -> None:
+        """Run the handler at once, as its worker's task, when nothing else runs as a task
+        here (a read callback); else hand the message to the worker."""
+        loop = self._loop
+        assert loop is not None
+        if _enter_task is None or _leave_task is None or _current_task(loop) is not None:
+            self._hand(message)
+            return
+        worker = self._idle.pop()
+        assert worker.task is not None
+        coro = self._run(message)
+        _enter_task(loop, worker.task)
+        try:
+            first = worker.context.run(coro.send, None)
+        except StopIteration:
+            self._idle.append(worker)  # done without waiting: the worker never woke
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:  # _run lets only a cancellation out, and none is due here
+            log.exception("handler for %r stopped outside its task", self.pattern)
+            self._idle.append(worker)
+            return
+        finally:
+            _leave_task(loop, worker.task)
+        worker.job.set_result(_Resume(coro, first))
+
+    async def _work(self, worker: _Worker) -> None:
+        """A worker of a pushing channel: runs what ``_start`` hands it."""
+        loop = asyncio.get_running_loop()
+        turns = 0
+        while True:
+            job = await worker.job
+            if job is None:
+                return
+            if type(job) is _Resume:
+                await job
+            else:
+                assert isinstance(job, Message)
+                await self._run(job)
+                turns += 1
+                if turns == _TURNS:  # handlers that never wait, back to back: let others run
+                    turns = 0
+                    await asyncio.sleep(0)
+            worker.job = loop.create_future()
+            self._idle.append(worker)
+            self._offer()
+
+    # -- pull delivery -------------------------------------------------------------------------
+
+    async def _read(self, worker: _Worker) -> None:
+        """A worker of any other channel: reads the next message when free, one at a time."""
+        sub = self._sub
+        turns = 0
+        while True:
+            async with self._read_lock:
+                try:
+                    message = await sub.__anext__()
+                except StopAsyncIteration:
+                    return
+            await self._run(message)
+            turns += 1
+            if turns == _TURNS:  # as in _work
+                turns = 0
+                await asyncio.sleep(0)
+
+    # -- one message ---------------------------------------------------------------------------
+
+    async def _run(self, message: Message) -> None:
+        try:
+            result = self.handler(message)
+            if hasattr(result, "__await__"):
+                result = await result
+            if not message._settled:
+                if message.reply_to is not None:
+                    await message.respond(result)
+                else:
+                    await message.ack()
+        except asyncio.CancelledError as exc:
+            task = _current_task()
+            if task is not None and task.cancelling():
+                raise  # the worker is being stopped: the message goes back with the close
+            await self._failed(message, exc)
+        except Exception as exc:
+            await self._failed(message, exc)
+
+    async def _failed(self, message: Message, exc: BaseException) -> None:
+        log.error(
+            "handler for %r failed on message %s (attempt %d) of %r: %r",
+            self.pattern,
+            message.id or "?",
+            message.attempt,
+            message.subject,
+            exc,
+            exc_info=exc,
+        )
+        if message._settled:
+            return
+        try:
+            if self.on_error == "nack":
+                await message.nack()
+            else:
+                await message.reject(f"handler raised {type(exc).__name__}: {exc}")
+        except Exception:
+            log.exception("could not settle message %s after its handler failed", message.id)
+
+    # -- closing -------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has begun."""
+        return self._state == _CLOSED
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Take nothing new, give running handlers up to ``timeout`` (default the bus's
+        ``drain_timeout``) to finish, give unsettled group messages back (idempotent)."""
+        if self._state == _CLOSED:
+            return
+        was_open = self._state == _OPEN
+        self._state = _CLOSED
+        self.bus._track(self, False)
+        if not was_open:
+            return
+        if self._waker is not None:
+            self._waker.fired = True  # the channel skips it from now on
+            self._waker = None
+        loop = asyncio.get_running_loop()
+        budget = self.bus.drain_timeout if timeout is None else timeout
+        deadline = loop.time() + budget
+        await self._sub.close(budget)  # waits for running handlers to settle, up to budget
+        tasks = [w.task for w in self._workers if w.task is not None]
+        for worker in self._workers:
+            if not worker.job.done():
+                worker.job.set_result(None)  # an idle pushing worker: stop
+        current = _current_task()
+        waiting = [t for t in tasks if t is not current]
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()))
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    def __repr__(self) -> str:
+        group = f", group={self.group!r}" if self.group else ""
+        return f"Service({self.pattern!r}{group}, concurrency={self.concurrency})"

@@ -1,0 +1,206 @@
+"""``bus.serve`` on the memory channel: its arguments, and what a handler can count on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+import meshbus
+from meshbus import Bus, InvalidSubject, Message
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def bus() -> AsyncIterator[Bus]:
+    async with meshbus.connect(f"memory://{uuid.uuid4().hex}") as made:
+        yield made
+
+
+async def _echo(msg: Message) -> bytes:
+    return msg.data
+
+
+async def test_bad_arguments_raise_at_the_call(bus: Bus) -> None:
+    with pytest.raises(InvalidSubject):
+        bus.serve("bad subject", _echo)
+    with pytest.raises(InvalidSubject):
+        bus.serve("a.b", _echo, group="no spaces")
+    with pytest.raises(TypeError, match="callable"):
+        bus.serve("a.b", "not a function")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="concurrency"):
+        bus.serve("a.b", _echo, concurrency=0)
+    with pytest.raises(ValueError, match="prefetch"):
+        bus.serve("a.b", _echo, prefetch=0)
+    with pytest.raises(ValueError, match="on_error"):
+        bus.serve("a.b", _echo, on_error="ignore")  # type: ignore[arg-type]
+
+
+async def test_serve_before_the_bus_starts_raises() -> None:
+    bus = meshbus.connect("memory://not-started")
+    with pytest.raises(meshbus.NotStarted):
+        await bus.serve("a.b", _echo)
+
+
+async def test_a_closed_service_cannot_start_again(bus: Bus) -> None:
+    service = await bus.serve("a.b", _echo)
+    await service.close()
+    await service.close()  # idempotent
+    with pytest.raises(meshbus.Closed):
+        await service.start()
+
+
+async def test_closing_the_bus_closes_its_services(bus: Bus) -> None:
+    service = await bus.serve("a.b", _echo, group="g")
+    assert (await bus.request("a.b", b"x", timeout=5)).data == b"x"
+    await bus.close()
+    assert service.closed
+    assert all(w.task is not None and w.task.done() for w in service._workers)
+
+
+async def test_a_handler_runs_in_its_worker_task(bus: Bus) -> None:
+    """current_task() is the same worker task for every message of a one-worker service,
+    before and after the handler first waits, and asyncio.timeout works in both parts."""
+    tasks: list[tuple[asyncio.Task[object] | None, asyncio.Task[object] | None]] = []
+
+    async def handler(msg: Message) -> str:
+        before = asyncio.current_task()
+        async with asyncio.timeout(5):
+            await asyncio.sleep(0)
+        tasks.append((before, asyncio.current_task()))
+        return "ok"
+
+    async with bus.serve("a.b", handler, group="g") as service:
+        for _ in range(3):
+            assert (await bus.request("a.b", b"?", timeout=5)).json() == "ok"
+    (worker,) = service._workers
+    assert tasks == [(worker.task, worker.task)] * 3
+
+
+async def test_a_timeout_in_a_handler_rejects_its_message(
+    bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncio.timeout firing inside a handler that waits ends that handler only: its message
+    goes to the dead-letter subject and the next one is served."""
+
+    async def handler(msg: Message) -> str:
+        if msg.data == b"slow":
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(10)
+        return "fast"
+
+    async with (
+        bus.subscribe("dead-letter.g", group="ops") as graveyard,
+        bus.serve("a.b", handler, group="g"),
+    ):
+        await bus.publish("a.b", b"slow")
+        corpse = await asyncio.wait_for(graveyard.__anext__(), 5)
+        await corpse.ack()
+        assert "TimeoutError" in corpse.headers["mb-dead-reason"]
+        assert (await bus.request("a.b", b"quick", timeout=5)).json() == "fast"
+    assert "handler for 'a.b' failed" in caplog.text
+
+
+async def test_a_handler_raising_cancelled_is_a_failure_not_a_stop(bus: Bus) -> None:
+    """CancelledError raised by the handler itself (nobody cancelled its task) is handled as
+    a failure; the service goes on."""
+    calls = 0
+
+    async def handler(msg: Message) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncio.CancelledError
+        return "after"
+
+    async with (
+        bus.subscribe("dead-letter.g", group="ops") as graveyard,
+        bus.serve("a.b", handler, group="g"),
+    ):
+        await bus.publish("a.b", b"first")
+        corpse = await asyncio.wait_for(graveyard.__anext__(), 5)
+        await corpse.ack()
+        assert corpse.data == b"first"
+        assert (await bus.request("a.b", b"again", timeout=5)).json() == "after"
+
+
+async def test_a_handler_nacking_forever_does_not_starve_the_loop(
+    bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message whose handler always fails, with on_error="nack", comes again and again;
+    other work still runs meanwhile and the service closes."""
+    caplog.set_level(logging.CRITICAL, logger="meshbus.serve")
+    attempts = 0
+    many = asyncio.Event()
+
+    def poison(msg: Message) -> None:
+        nonlocal attempts
+        attempts = msg.attempt
+        if attempts == 200:
+            many.set()
+        raise ValueError("never works")
+
+    ticks = 0
+    ticked = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            if ticks == 20:
+                ticked.set()
+            await asyncio.sleep(0)
+
+    service = await bus.serve("a.b", poison, group="g", on_error="nack")
+    tick = asyncio.create_task(ticker())
+    await bus.publish("a.b", b"poison")
+    async with asyncio.timeout(10):
+        await many.wait()
+        await ticked.wait()
+    tick.cancel()
+    await service.close(timeout=2)
+    assert attempts >= 200
+
+
+async def test_contextvars_set_by_a_handler_stay_in_its_worker(bus: Bus) -> None:
+    """A handler runs in its worker's context, copied when the service started (as a task's
+    is when it is made); what it sets stays there and does not leak out to the caller."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    async def handler(msg: Message) -> str:
+        seen = var.get()
+        var.set("handler")
+        return seen
+
+    var.set("publisher")
+    async with bus.serve("a.b", handler, group="g"):
+        var.set("requester")
+        assert (await bus.request("a.b", b"?", timeout=5)).json() == "publisher"
+        assert (await bus.request("a.b", b"?", timeout=5)).json() == "handler"
+    assert var.get() == "requester"
+
+
+async def test_a_broadcast_service_gets_every_message(bus: Bus) -> None:
+    """Without a group, every service on the subject handles every message."""
+    seen: dict[str, list[bytes]] = {"a": [], "b": []}
+    four = asyncio.Event()
+
+    def collect(into: list[bytes]) -> meshbus.Handler:
+        def handler(msg: Message) -> None:
+            into.append(msg.data)
+            if len(seen["a"]) + len(seen["b"]) == 4:
+                four.set()
+
+        return handler
+
+    async with bus.serve("a.*", collect(seen["a"])), bus.serve("a.b", collect(seen["b"])):
+        for data in (b"1", b"2"):
+            await bus.publish("a.b", data)
+        await asyncio.wait_for(four.wait(), 5)
+    assert seen == {"a": [b"1", b"2"], "b": [b"1", b"2"]}
