@@ -47,8 +47,16 @@ _leave_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | No
     asyncio.tasks, "_leave_task", None
 )
 _current_task = asyncio.current_task
+_EAGER = _enter_task is not None and _leave_task is not None
+# The running task of a loop, without asyncio.current_task's own Python frame where the
+# table it reads is there to read.
+_current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
+_task_running: Callable[[asyncio.AbstractEventLoop | None], asyncio.Task[Any] | None] = (
+    _current_tasks.get if isinstance(_current_tasks, dict) else asyncio.current_task
+)
 
 _NEW, _OPEN, _CLOSED = range(3)
+_new = object.__new__
 _TURNS = 32  # messages a worker handles back to back before it lets the event loop run
 
 
@@ -87,7 +95,7 @@ class _Worker:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.context = contextvars.copy_context()
         self.job: asyncio.Future[Message | _Resume | None] = loop.create_future()
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None]  # set once made, right after the worker
 
 
 class _Waker:
@@ -144,7 +152,7 @@ class Service(AsyncResource):
         self._waker: _Waker | None = None
         self._offering = False
         self._read_lock = asyncio.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop  # set by start()
 
     async def start(self) -> Service:
         """Subscribe and start the workers; return ``self``."""
@@ -172,54 +180,50 @@ class Service(AsyncResource):
     # -- push delivery -----------------------------------------------------------------------
 
     def _offer(self) -> None:
-        """Take messages while a worker is idle; arm a waker for the next one otherwise."""
+        """Take messages while a worker is idle; arm a waker for the next one otherwise.
+
+        The first message taken runs at once, as its worker's task, where nothing else runs
+        as a task (a read callback): until it first waits, or to its end. Any backlog goes
+        through the workers, which yield to the event loop now and then (a handler that nacks
+        its message again and again must not starve it)."""
         if self._offering or self._state != _OPEN:
             return
-        poll = self._poll
-        assert poll is not None
         self._offering = True
-        start = self._start  # the first message at once; any backlog through the workers,
-        try:  # which yield to the event loop now and then (a nack loop must not starve it)
-            while self._idle and self._waker is None:
-                waker = _Waker(self)
+        poll, idle, loop = self._poll, self._idle, self._loop
+        assert poll is not None
+        eager = _EAGER and _task_running(loop) is None
+        try:
+            while idle:
+                waker = _new(_Waker)  # _Waker(self), without a Python frame for __init__
+                waker.service, waker.fired = self, False
                 message = poll(waker)
                 if message is None:
                     self._waker = waker
                     return
-                start(message)
-                start = self._hand
+                worker = idle.pop()
+                if not eager:
+                    worker.job.set_result(message)
+                    continue
+                eager = False
+                coro = self._run(message)
+                task = worker.task
+                _enter_task(loop, task)  # type: ignore[misc]  # _EAGER: not None
+                try:
+                    first = worker.context.run(coro.send, None)
+                except StopIteration:
+                    idle.append(worker)  # done without waiting: the worker never woke
+                    continue
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException:  # _run lets only a cancellation out; none is due here
+                    log.exception("handler for %r stopped outside its task", self.pattern)
+                    idle.append(worker)
+                    continue
+                finally:
+                    _leave_task(loop, task)  # type: ignore[misc]  # _EAGER: not None
+                worker.job.set_result(_Resume(coro, first))
         finally:
             self._offering = False
-
-    def _hand(self, message: Message) -> None:
-        self._idle.pop().job.set_result(message)
-
-    def _start(self, message: Message) -> None:
-        """Run the handler at once, as its worker's task, when nothing else runs as a task
-        here (a read callback); else hand the message to the worker."""
-        loop = self._loop
-        assert loop is not None
-        if _enter_task is None or _leave_task is None or _current_task(loop) is not None:
-            self._hand(message)
-            return
-        worker = self._idle.pop()
-        assert worker.task is not None
-        coro = self._run(message)
-        _enter_task(loop, worker.task)
-        try:
-            first = worker.context.run(coro.send, None)
-        except StopIteration:
-            self._idle.append(worker)  # done without waiting: the worker never woke
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException:  # _run lets only a cancellation out, and none is due here
-            log.exception("handler for %r stopped outside its task", self.pattern)
-            self._idle.append(worker)
-            return
-        finally:
-            _leave_task(loop, worker.task)
-        worker.job.set_result(_Resume(coro, first))
 
     async def _work(self, worker: _Worker) -> None:
         """A worker of a pushing channel: runs what ``_start`` hands it."""
@@ -324,7 +328,7 @@ class Service(AsyncResource):
         budget = self.bus.drain_timeout if timeout is None else timeout
         deadline = loop.time() + budget
         await self._sub.close(budget)  # waits for running handlers to settle, up to budget
-        tasks = [w.task for w in self._workers if w.task is not None]
+        tasks = [w.task for w in self._workers]
         for worker in self._workers:
             if not worker.job.done():
                 worker.job.set_result(None)  # an idle pushing worker: stop

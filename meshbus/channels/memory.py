@@ -43,6 +43,7 @@ __all__ = ["MemoryTransport"]
 DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
 DEFAULT_BUFFER = 10_000
 
+_new = object.__new__
 _hubs: weakref.WeakValueDictionary[str, _Hub] = weakref.WeakValueDictionary()
 
 
@@ -70,14 +71,21 @@ class _Entry:
     """A message queued for one group, with its delivery count in that group; ``on_take`` (if
     set) is called when a member first takes it."""
 
-    __slots__ = ("attempt", "envelope", "on_take")
+    __slots__ = ("attempt", "envelope", "on_take", "reply")
 
     def __init__(
-        self, envelope: Envelope, attempt: int = 0, on_take: Callable[[], None] | None = None
+        self,
+        envelope: Envelope,
+        attempt: int = 0,
+        on_take: Callable[[], None] | None = None,
+        reply: ReplyWaiter | None = None,
     ) -> None:
         self.envelope = envelope
         self.attempt = attempt
         self.on_take = on_take
+        self.reply = reply
+        """Where the reply to a request goes, when its queuer said so itself (else it is
+        found by the request's reply-to token in ``_Hub.pending``)."""
 
 
 class ReplyWaiter(Protocol):
@@ -258,7 +266,9 @@ class _Subscriber:
         return None
 
     async def respond(self, message: Message, reply: Envelope) -> None:
-        future = self.hub.pending.get(message.reply_to or "")
+        future = message.token.reply
+        if future is None:
+            future = self.hub.pending.get(message.reply_to or "")
         if future is not None and not future.done():
             future.set_result(reply)
 
@@ -337,19 +347,20 @@ class _Member(_Subscriber):
         self.in_flight[id(entry)] = entry
         if queue and group.waiters:
             _wake_first(group.waiters)
-        envelope = entry.envelope  # _deliver, written out: once per message
-        headers = envelope.headers
-        return Message._received(
-            envelope.subject,
-            envelope.data,
-            dict(headers),
-            envelope.key,
-            envelope.id,
-            entry.attempt,
-            headers.get(REPLY_TO),
-            self,
-            entry,
-        )
+        envelope = entry.envelope  # _deliver and Message._received, written out: once per
+        headers = envelope.headers  # message, without a Python frame for either
+        message = _new(Message)
+        message.subject = envelope.subject
+        message.data = envelope.data
+        message.headers = dict(headers)
+        message.key = envelope.key
+        message.id = envelope.id
+        message.attempt = entry.attempt
+        message.reply_to = headers.get(REPLY_TO)
+        message.token = entry
+        message._settler = self
+        message._settled = False
+        return message
 
     async def nack(self, message: Message, delay: float | None) -> None:
         entry = self._settled(message)

@@ -6,7 +6,10 @@
 - ``raw-echo``: writes each frame of SIZE bytes back as it comes;
 - ``tcp-sink``: serves a group subscription on ``bench.data`` (its bus listens, as a deployed
   service does) and acks each message; after every COUNT messages prints ``done``;
-- ``tcp-echo``: serves a group on ``bench.rpc`` that answers each request with its payload;
+- ``tcp-serve``: a ``bus.serve`` handler of a group on ``bench.rpc`` that returns each
+  request's payload as its reply;
+- ``tcp-echo``: the same by a group member iterating its subscription and calling
+  ``respond``;
 - ``wire-echo``: the least a responder on the direct protocol can do, for telling a tcp://
   requester's cost from a tcp:// responder's: a plain ``asyncio.Protocol`` that answers the
   hello with one group interest on ``bench.rpc`` and each request PUB with a REPLY carrying
@@ -157,6 +160,11 @@ async def main(kind: str, size: int, count: int) -> None:
     address = f"tcp://127.0.0.1:{port}"
     async with meshbus.connect(address, listen=address) as bus:
         subject, group = ("bench.data", "g") if kind == "tcp-sink" else ("bench.rpc", "svc")
+        if kind == "tcp-serve":
+            async with bus.serve(subject, _answer, group=group):
+                print(port, flush=True)
+                await stdin.read()
+            return
         async with bus.subscribe(subject, group=group) as sub:
             print(port, flush=True)
             serving = asyncio.ensure_future(_sink(sub, count) if kind == "tcp-sink" else _echo(sub))
@@ -172,6 +180,10 @@ async def _sink(sub: meshbus.Subscription, count: int) -> None:
         if seen == count:
             seen = 0
             _report()
+
+
+async def _answer(msg: meshbus.Message) -> bytes:
+    return msg.data
 
 
 async def _echo(sub: meshbus.Subscription) -> None:

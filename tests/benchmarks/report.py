@@ -29,10 +29,15 @@ def main(path: str) -> None:
             f"{bench['name']:<52}{rate:>12}{info.get('p50_us', ''):>10}{info.get('p99_us', ''):>10}"
             f"{baseline:>12}{info.get('ratio', ''):>8}  {_range(info.get('ratio_range'))}"
         )
-        for side in ("requester", "responder"):  # a round trip split by side (tcp://)
+        labels = {  # a round trip split by side (tcp://), and other responders
+            "requester": "requester side alone",
+            "responder": "responder side alone",
+            "subscriber": "answered by a subscriber loop",
+        }
+        for side, label in labels.items():
             if f"{side}_ratio" in info:
                 print(
-                    f"{'  ' + side + ' side alone':<52}{'':>12}{info[side + '_p50_us']:>10}"
+                    f"{'  ' + label:<52}{'':>12}{info[side + '_p50_us']:>10}"
                     f"{'':>10}{'':>12}{info[side + '_ratio']:>8}"
                 )
 

@@ -260,13 +260,16 @@ class WireRequester:
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_round_trip(benchmark: Any, run: Runner, receiver: Any, layout: str) -> None:
     """100 B round trips to the other process, in alternating blocks of 100: a raw frame
-    echoed back (the baseline), and a tcp:// request answered by a group member.
+    echoed back (the baseline), and a tcp:// request answered by a ``bus.serve`` handler of
+    a group (``tcp-serve``), the way to answer requests.
 
     Two more paths split tcp://'s cost between its two sides: a tcp:// requester answered by
     the least a responder on the direct protocol can do (``wire-echo``), and the least a
-    requester can do (``WireRequester``) answered by a tcp:// group member. ``ratio`` is
-    tcp://'s p50 over the raw one; ``requester_ratio`` and ``responder_ratio`` are those of
-    the split paths, each with its tcp:// side alone.
+    requester can do (``WireRequester``) answered by a tcp:// ``bus.serve`` handler. One more
+    has the requests answered by a group member iterating its subscription and calling
+    ``respond`` (``tcp-echo``). ``ratio`` is tcp://'s p50 over the raw one;
+    ``requester_ratio``, ``responder_ratio`` and ``subscriber_ratio`` are those of the other
+    paths.
 
     All paths get the same CPU placement: this process on one CPU and every peer on the same
     one (``one-core``) or on the other (``two-cores``). Left to the scheduler, the placement
@@ -275,12 +278,14 @@ def test_round_trip(benchmark: Any, run: Runner, receiver: Any, layout: str) -> 
     on different sides. On one CPU a round trip costs the CPU time of both ends, so the
     figure is a measure of CPU; on two it is mostly the wake-up of an idle CPU."""
     warm_malloc()  # as the peers do
-    raw_peer, tcp_peer = receiver("raw-echo", 100, 0), receiver("tcp-echo", 100, 0)
-    wire_peer, wire_tcp_peer = receiver("wire-echo", 100, 0), receiver("tcp-echo", 100, 0)
+    raw_peer, tcp_peer = receiver("raw-echo", 100, 0), receiver("tcp-serve", 100, 0)
+    wire_peer, wire_tcp_peer = receiver("wire-echo", 100, 0), receiver("tcp-serve", 100, 0)
+    loop_peer = receiver("tcp-echo", 100, 0)
     benchmark.extra_info["layout"] = layout
-    with _pinned(layout, [raw_peer, tcp_peer, wire_peer, wire_tcp_peer]):
+    with _pinned(layout, [raw_peer, tcp_peer, wire_peer, wire_tcp_peer, loop_peer]):
         reader, writer = run(lambda: asyncio.open_connection("127.0.0.1", raw_peer.port))
         client = run(lambda: meshbus.connect(f"tcp://127.0.0.1:{tcp_peer.port}").start())
+        to_loop = run(lambda: meshbus.connect(f"tcp://127.0.0.1:{loop_peer.port}").start())
         to_wire = run(lambda: meshbus.connect(f"tcp://127.0.0.1:{wire_peer.port}").start())
         requester = WireRequester(wire_tcp_peer.port, 100)
         run(requester.start)
@@ -294,6 +299,9 @@ def test_round_trip(benchmark: Any, run: Runner, receiver: Any, layout: str) -> 
         async def tcp() -> None:
             await client.request("bench.rpc", payload, timeout=5)
 
+        async def tcp_to_loop() -> None:
+            await to_loop.request("bench.rpc", payload, timeout=5)
+
         async def tcp_to_wire() -> None:
             await to_wire.request("bench.rpc", payload, timeout=5)
 
@@ -302,6 +310,7 @@ def test_round_trip(benchmark: Any, run: Runner, receiver: Any, layout: str) -> 
             "tcp": tcp,
             "requester": tcp_to_wire,
             "responder": requester.request,
+            "subscriber": tcp_to_loop,
         }
         samples: dict[str, list[float]] = {path: [] for path in paths}
 
@@ -323,12 +332,13 @@ def test_round_trip(benchmark: Any, run: Runner, receiver: Any, layout: str) -> 
             requester.close()
             run(client.close)
             run(to_wire.close)
+            run(to_loop.close)
     p50 = {path: statistics.median(values) * 1e6 for path, values in samples.items()}
     info = benchmark.extra_info
     info["p50_us"] = round(p50["tcp"], 1)
     info["p99_us"] = round(sorted(samples["tcp"])[int(len(samples["tcp"]) * 0.99)] * 1e6, 1)
     info["baseline_p50_us"] = round(p50["raw"], 1)
     info["ratio"] = round(p50["tcp"] / p50["raw"], 2)
-    for side in ("requester", "responder"):
+    for side in ("requester", "responder", "subscriber"):
         info[f"{side}_p50_us"] = round(p50[side], 1)
         info[f"{side}_ratio"] = round(p50[side] / p50["raw"], 2)

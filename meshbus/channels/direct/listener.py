@@ -54,6 +54,7 @@ from meshbus.transport import Capabilities, Envelope
 __all__ = ["DirectListener"]
 
 log = logging.getLogger("meshbus.direct")
+_new = object.__new__
 
 
 _Targets = tuple[list[_Group], set[str]]
@@ -128,6 +129,29 @@ class _ReplySink:
         # After the write: the requester is not kept waiting for the bookkeeping.
         self._listener._hub.pending.pop(self._token, None)
         served.replies.discard(self._token)
+
+
+class _Answer:
+    """Sends the reply to a request PUB back on its connection: what ``_ReplySink`` does, for
+    a request queued for one local group, which carries it (``_Entry.reply``) and needs no
+    reply-to token registered for it."""
+
+    __slots__ = ("_conn", "_sent", "_seq")
+
+    def __init__(self, conn: Connection, seq: int) -> None:
+        self._conn = conn
+        self._seq = seq
+        self._sent = False
+
+    def done(self) -> bool:
+        return self._sent
+
+    def set_result(self, reply: Envelope, /) -> None:
+        self._sent = True
+        try:
+            self._conn.write(encode_reply(self._seq, reply.data, reply.headers))
+        except ConnectionLost:
+            pass  # the requester is gone
 
 
 class DirectListener:
@@ -229,9 +253,23 @@ class DirectListener:
                 # _queue_locally, written out.
                 groups, patterns = self._targets.get(pub.targets) or self._resolve(pub.targets)
                 if len(groups) == 1 and not patterns:
-                    self._expect_reply(served, pub)
+                    headers = pub.headers  # _expect_reply, less the registration
+                    headers[REPLY_TO] = served.token_prefix + str(pub.seq)
+                    if CORRELATION_ID not in headers:
+                        headers[CORRELATION_ID] = pub.id
                     group = groups[0]
-                    group.queue.append(_Entry(pub, 0, served.on_take))
+                    # _Entry(pub, 0, served.on_take, _Answer(served.conn, pub.seq)), without
+                    # two Python frames for __init__ (once per request)
+                    answer = _new(_Answer)
+                    answer._conn, answer._seq, answer._sent = served.conn, pub.seq, False
+                    entry = _new(_Entry)
+                    entry.envelope, entry.attempt, entry.on_take, entry.reply = (
+                        pub,
+                        0,
+                        served.on_take,
+                        answer,
+                    )
+                    group.queue.append(entry)
                     if group.waiters:
                         _wake_first(group.waiters)
                     if self._progress.wanted:
