@@ -65,18 +65,15 @@ async def work_group(bus: meshbus.Bus) -> None:
 
 async def request_reply(bus: meshbus.Bus) -> None:
     print("\n3. Request/reply: a pricing service answers quotes")
-    async with bus.subscribe("pricing.quote", group="pricing") as requests:
 
-        async def serve() -> None:
-            async for msg in requests:
-                sku = msg.json()["sku"]
-                await msg.respond({"sku": sku, "price": 9.5 if sku == "A1" else 20.0})
+    async def quote(msg: meshbus.Message) -> dict[str, object]:
+        sku = msg.json()["sku"]
+        return {"sku": sku, "price": 9.5 if sku == "A1" else 20.0}  # the reply
 
-        server = asyncio.create_task(serve())
+    async with bus.serve("pricing.quote", quote, group="pricing"):
         for sku in ("A1", "B2"):
             reply = await bus.request("pricing.quote", {"sku": sku}, timeout=2.0)
             say("client", f"quote for {sku}: {reply.json()['price']}")
-        server.cancel()
     try:
         await bus.request("pricing.nobody-home", {}, timeout=0.5)
     except (meshbus.NoResponders, meshbus.RequestTimeout) as exc:
