@@ -98,3 +98,27 @@ async def test_published_messages_are_accepted_and_handled(server: Bus) -> None:
         await client.publish_many([("jobs.new", n) for n in range(1000)])
         await asyncio.wait_for(all_in.wait(), 10)
     assert seen == list(range(1000))
+
+
+async def test_requests_queued_for_more_than_one_group_are_answered(server: Bus) -> None:
+    """A request that reaches a broadcast subscriber, or two groups, goes the general way (its
+    reply found by its reply-to token): answered once, by the first to respond, and nothing
+    stays registered for it."""
+
+    def answer(tag: str) -> meshbus.Handler:
+        def handler(msg: Message) -> str:
+            return tag
+
+        return handler
+
+    port = server._listener.port  # type: ignore[union-attr]
+    async with (
+        server.serve("rpc.wide", answer("everyone")),
+        server.serve("rpc.two", answer("a"), group="a"),
+        server.serve("rpc.two", answer("b"), group="b"),
+        meshbus.connect(f"tcp://127.0.0.1:{port}") as client,
+    ):
+        assert (await client.request("rpc.wide", b"?", timeout=10)).json() == "everyone"
+        assert (await client.request("rpc.two", b"?", timeout=10)).json() in ("a", "b")
+        await asyncio.sleep(0.1)  # the second group's answer, sent nowhere
+        assert not server._listener._hub.pending  # type: ignore[union-attr]

@@ -104,37 +104,9 @@ class _Served:
             self.owed = 0
 
 
-class _ReplySink:
-    """Sends the reply to a request PUB back on its connection as soon as it is set."""
-
-    __slots__ = ("_listener", "_sent", "_seq", "_served", "_token")
-
-    def __init__(self, listener: DirectListener, served: _Served, token: str, seq: int) -> None:
-        self._listener = listener
-        self._served = served
-        self._token = token
-        self._seq = seq
-        self._sent = False
-
-    def done(self) -> bool:
-        return self._sent
-
-    def set_result(self, reply: Envelope, /) -> None:
-        self._sent = True
-        served = self._served
-        try:
-            served.conn.write(encode_reply(self._seq, reply.data, reply.headers))
-        except ConnectionLost:
-            pass  # the requester is gone
-        # After the write: the requester is not kept waiting for the bookkeeping.
-        self._listener._hub.pending.pop(self._token, None)
-        served.replies.discard(self._token)
-
-
 class _Answer:
-    """Sends the reply to a request PUB back on its connection: what ``_ReplySink`` does, for
-    a request queued for one local group, which carries it (``_Entry.reply``) and needs no
-    reply-to token registered for it."""
+    """Sends the reply to a request PUB back on its connection as soon as it is set. A request
+    queued for one local group carries it (``_Entry.reply``)."""
 
     __slots__ = ("_conn", "_sent", "_seq")
 
@@ -152,6 +124,26 @@ class _Answer:
             self._conn.write(encode_reply(self._seq, reply.data, reply.headers))
         except ConnectionLost:
             pass  # the requester is gone
+
+
+class _ReplySink(_Answer):
+    """An ``_Answer`` found by the request's reply-to token in ``_Hub.pending``, for a request
+    queued any other way (for several groups, or broadcast subscribers); the token goes once it
+    is answered, or with its connection."""
+
+    __slots__ = ("_listener", "_served", "_token")
+
+    def __init__(self, listener: DirectListener, served: _Served, token: str, seq: int) -> None:
+        super().__init__(served.conn, seq)
+        self._listener = listener
+        self._served = served
+        self._token = token
+
+    def set_result(self, reply: Envelope, /) -> None:
+        super().set_result(reply)
+        # After the write: the requester is not kept waiting for the bookkeeping.
+        self._listener._hub.pending.pop(self._token, None)
+        self._served.replies.discard(self._token)
 
 
 class DirectListener:
