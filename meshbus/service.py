@@ -226,7 +226,7 @@ class Service(AsyncResource):
             self._offering = False
 
     async def _work(self, worker: _Worker) -> None:
-        """A worker of a pushing channel: runs what ``_start`` hands it."""
+        """A worker of a pushing channel: runs what ``_offer`` hands it."""
         loop = asyncio.get_running_loop()
         turns = 0
         while True:

@@ -104,6 +104,13 @@ class TransportSubscription(Protocol):
     """The stream of messages of one subscription on one channel.
 
     Iteration ends (``StopAsyncIteration``) once the subscription is closed.
+
+    A subscription may also offer push delivery, which ``Bus.serve`` uses when it is the only
+    one of its pattern: ``poll(waker) -> Message | None`` returns the next message if one can
+    be taken now; otherwise it returns None and calls ``waker.set_result(None)`` once (from
+    whatever queues the next message) when one may be taken, after which ``poll`` is called
+    again. It skips a waker whose ``done()`` is true, takes nothing once closing, and counts
+    what it returns against ``prefetch`` as iteration does.
     """
 
     def __aiter__(self) -> AsyncIterator[Message]:
