@@ -58,6 +58,7 @@ _task_running: Callable[[asyncio.AbstractEventLoop | None], asyncio.Task[Any] | 
 _NEW, _OPEN, _CLOSED = range(3)
 _new = object.__new__
 _TURNS = 32  # messages a worker handles back to back before it lets the event loop run
+_FIRST_PAUSE, _LAST_PAUSE = 0.05, 5.0  # seconds a worker waits after a failed read, doubling
 
 
 class _Resume:
@@ -252,12 +253,19 @@ class Service(AsyncResource):
         """A worker of any other channel: reads the next message when free, one at a time."""
         sub = self._sub
         turns = 0
+        pause = _FIRST_PAUSE
         while True:
             async with self._read_lock:
                 try:
                     message = await sub.__anext__()
                 except StopAsyncIteration:
                     return
+                except Exception:  # the channel failed to deliver: not the end of the service
+                    log.exception("service on %r could not read its subscription", self.pattern)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, _LAST_PAUSE)
+                    continue
+            pause = _FIRST_PAUSE
             await self._run(message)
             turns += 1
             if turns == _TURNS:  # as in _work

@@ -13,6 +13,8 @@ import pytest_asyncio
 
 import meshbus
 from meshbus import Bus, InvalidSubject, Message
+from meshbus.channels.memory import MemoryTransport
+from meshbus.registry import TransportRegistry
 
 pytestmark = pytest.mark.asyncio
 
@@ -204,3 +206,44 @@ async def test_a_broadcast_service_gets_every_message(bus: Bus) -> None:
             await bus.publish("a.b", data)
         await asyncio.wait_for(four.wait(), 5)
     assert seen == {"a": [b"1", b"2"], "b": [b"1", b"2"]}
+
+
+class _FailingOnce:
+    """A channel's subscription whose first read fails, as a channel's error would surface."""
+
+    def __init__(self, part: meshbus.TransportSubscription) -> None:
+        self.part = part
+        self.failed = False
+
+    def __aiter__(self) -> _FailingOnce:
+        return self
+
+    async def __anext__(self) -> Message:
+        if not self.failed:
+            self.failed = True
+            raise meshbus.ConnectionLost("the channel dropped its connection")
+        return await self.part.__anext__()
+
+    async def close(self, timeout: float) -> None:
+        await self.part.close(timeout)
+
+
+class _FlakyTransport(MemoryTransport):
+    async def subscribe(  # type: ignore[override]
+        self, pattern: str, group: str | None, prefetch: int
+    ) -> _FailingOnce:
+        return _FailingOnce(await super().subscribe(pattern, group, prefetch))
+
+
+async def test_a_failed_read_is_logged_and_the_service_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An error from the channel while a worker reads is logged; the worker reads again."""
+    registry = TransportRegistry({"flaky": _FlakyTransport}, entry_points=False)
+    async with (
+        meshbus.connect(f"flaky://{uuid.uuid4().hex}", registry=registry) as bus,
+        bus.serve("a.b", _echo, group="g"),
+    ):
+        assert (await bus.request("a.b", b"still here", timeout=5)).data == b"still here"
+    assert "could not read its subscription" in caplog.text
+    assert "the channel dropped its connection" in caplog.text
