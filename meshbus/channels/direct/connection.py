@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import itertools
 import logging
+import time
 from collections.abc import Callable
 
 from meshbus.channels.direct.frames import (
@@ -38,6 +39,7 @@ READ_SIZE = 256 * 1024
 """The usual read buffer: a frame that fits is cut where it lies; a larger one gets its own."""
 _MIN_ROOM = 64 * 1024
 _CLOSED = "peer closed the connection"
+_BASE_TIME = asyncio.BaseEventLoop.time
 
 
 class SilentPeer(ProtocolError):
@@ -87,7 +89,9 @@ class Wire(asyncio.BufferedProtocol):
         self.received = 0  # bytes so far (a peer that closes having sent none is a probe)
         self.paused = False
         loop = asyncio.get_running_loop()
-        self._clock = loop.time
+        # The event loop's clock; asyncio's own is time.monotonic, called here without the
+        # Python frame of loop.time() (once per read, on both ends of every connection).
+        self._clock = time.monotonic if type(loop).time is _BASE_TIME else loop.time
         self.gone: asyncio.Future[None] = loop.create_future()
         self._buffer = self._usual = bytearray(READ_SIZE)
         self._whole = memoryview(self._usual)  # get_buffer's answer when nothing is pending
@@ -102,7 +106,7 @@ class Wire(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=_HIGH_WATER)
-        self.last_heard = asyncio.get_running_loop().time()
+        self.last_heard = self._clock()
         if self.on_made is not None:
             self.on_made(self)
 
