@@ -247,3 +247,30 @@ async def test_a_failed_read_is_logged_and_the_service_goes_on(
         assert (await bus.request("a.b", b"still here", timeout=5)).data == b"still here"
     assert "could not read its subscription" in caplog.text
     assert "the channel dropped its connection" in caplog.text
+
+
+async def test_a_reply_that_cannot_be_sent_rejects_the_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A return value that does not encode, or is over the channel's largest payload, is the
+    handler's failure: the request goes to the dead-letter subject with the reason."""
+    url = f"memory://{uuid.uuid4().hex}?max_payload=64"
+    async with meshbus.connect(url) as bus:
+
+        def handler(msg: Message) -> object:
+            return object() if msg.data == b"odd" else b"x" * 65
+
+        async with (
+            bus.subscribe("dead-letter.g", group="ops") as graveyard,
+            bus.serve("a.b", handler, group="g"),
+        ):
+            for data in (b"odd", b"big"):
+                with pytest.raises(meshbus.RequestTimeout):
+                    await bus.request("a.b", data, timeout=0.2)
+            reasons = []
+            for _ in range(2):
+                corpse = await asyncio.wait_for(graveyard.__anext__(), 5)
+                await corpse.ack()
+                reasons.append(corpse.headers["mb-dead-reason"])
+    assert "EncodeError" in reasons[0]
+    assert "PayloadTooLarge" in reasons[1]
