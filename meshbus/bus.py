@@ -404,18 +404,14 @@ class Bus(AsyncResource):
             async with bus.serve("pricing.quote", quote, group="pricing"):
                 await stop.wait()
         """
-        validate_pattern(subject)
-        if group is not None:
-            validate_group(group)
+        subscription = self.subscribe(subject, group, prefetch=prefetch)  # checks those three
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-        if prefetch < 1:
-            raise ValueError(f"prefetch must be at least 1, got {prefetch}")
         if on_error not in ("reject", "nack"):
             raise ValueError(f"on_error must be 'reject' or 'nack', got {on_error!r}")
-        return Service(self, subject, handler, group, concurrency, prefetch, on_error)
+        return Service(subscription, handler, concurrency, on_error)
 
     def _track(self, subscription: Subscription | Service, active: bool) -> None:
         if active:

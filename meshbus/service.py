@@ -105,9 +105,9 @@ class _Waker:
 
     __slots__ = ("fired", "service")
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.fired = False
+    # Made by _offer without __init__, which sets both.
+    service: Service
+    fired: bool
 
     def done(self) -> bool:
         return self.fired
@@ -131,21 +131,18 @@ class Service(AsyncResource):
 
     def __init__(
         self,
-        bus: Bus,
-        pattern: str,
+        subscription: Subscription,
         handler: Handler,
-        group: str | None,
         concurrency: int,
-        prefetch: int,
         on_error: Literal["reject", "nack"],
     ) -> None:
-        self.bus = bus
-        self.pattern = pattern
+        self.bus: Bus = subscription.bus
+        self.pattern = subscription.pattern
         self.handler = handler
-        self.group = group
+        self.group = subscription.group
         self.concurrency = concurrency
         self.on_error = on_error
-        self._sub = Subscription(bus, pattern, group, prefetch)
+        self._sub = subscription
         self._state = _NEW
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []
@@ -195,7 +192,7 @@ class Service(AsyncResource):
         eager = _EAGER and _task_running(loop) is None
         try:
             while idle:
-                waker = _new(_Waker)  # _Waker(self), without a Python frame for __init__
+                waker = _new(_Waker)  # once per message: no Python frame for an __init__
                 waker.service, waker.fired = self, False
                 message = poll(waker)
                 if message is None:

@@ -29,6 +29,13 @@ async def _echo(msg: Message) -> bytes:
     return msg.data
 
 
+async def _buried(graveyard: meshbus.Subscription) -> Message:
+    """The next dead letter, acked."""
+    corpse = await asyncio.wait_for(graveyard.__anext__(), 5)
+    await corpse.ack()
+    return corpse
+
+
 async def test_bad_arguments_raise_at_the_call(bus: Bus) -> None:
     with pytest.raises(InvalidSubject):
         bus.serve("bad subject", _echo)
@@ -102,8 +109,7 @@ async def test_a_timeout_in_a_handler_rejects_its_message(
         bus.serve("a.b", handler, group="g"),
     ):
         await bus.publish("a.b", b"slow")
-        corpse = await asyncio.wait_for(graveyard.__anext__(), 5)
-        await corpse.ack()
+        corpse = await _buried(graveyard)
         assert "TimeoutError" in corpse.headers["mb-dead-reason"]
         assert (await bus.request("a.b", b"quick", timeout=5)).json() == "fast"
     assert "handler for 'a.b' failed" in caplog.text
@@ -126,8 +132,7 @@ async def test_a_handler_raising_cancelled_is_a_failure_not_a_stop(bus: Bus) -> 
         bus.serve("a.b", handler, group="g"),
     ):
         await bus.publish("a.b", b"first")
-        corpse = await asyncio.wait_for(graveyard.__anext__(), 5)
-        await corpse.ack()
+        corpse = await _buried(graveyard)
         assert corpse.data == b"first"
         assert (await bus.request("a.b", b"again", timeout=5)).json() == "after"
 
@@ -267,10 +272,6 @@ async def test_a_reply_that_cannot_be_sent_rejects_the_request(
             for data in (b"odd", b"big"):
                 with pytest.raises(meshbus.RequestTimeout):
                     await bus.request("a.b", data, timeout=0.2)
-            reasons = []
-            for _ in range(2):
-                corpse = await asyncio.wait_for(graveyard.__anext__(), 5)
-                await corpse.ack()
-                reasons.append(corpse.headers["mb-dead-reason"])
+            reasons = [(await _buried(graveyard)).headers["mb-dead-reason"] for _ in range(2)]
     assert "EncodeError" in reasons[0]
     assert "PayloadTooLarge" in reasons[1]
