@@ -14,9 +14,18 @@ import pytest
 
 import meshbus
 from meshbus.channels.direct.connection import Wire
-from meshbus.channels.direct.frames import DEFAULT_MAX_FRAME, Hello, Pub, encode
+from meshbus.channels.direct.frames import (
+    DEFAULT_MAX_FRAME,
+    FrameDecoder,
+    FrameType,
+    Hello,
+    Pub,
+    encode,
+    encode_one,
+)
 from meshbus.channels.direct.listener import DirectListener
 from meshbus.errors import ConnectFailed
+from meshbus.transport import Envelope
 
 pytestmark = pytest.mark.asyncio
 
@@ -177,3 +186,66 @@ async def test_a_connection_accepted_as_the_listener_closes_is_closed_with_it() 
         listener._accepted(wire)  # as the server does on accepting it
         await listener.close(1)
         assert transport.is_closing()
+
+
+async def said_hello(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+    """A raw connection past the hello exchange, and the id of the listener's interest in
+    ``orders.>`` (group ``g``)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(hello())
+    (length,) = struct.unpack(">I", await reader.readexactly(4))
+    (theirs,) = FrameDecoder().feed(struct.pack(">I", length) + await reader.readexactly(length))
+    assert isinstance(theirs, Hello)
+    (interest,) = [i.id for i in theirs.interests if i.pattern == "orders.>"]
+    return reader, writer, interest
+
+
+async def test_a_bad_pub_frame_read_alone_is_cut_off(caplog: pytest.LogCaptureFixture) -> None:
+    """A PUB frame that is all a read brings is read by the connection's fast path, which
+    checks what the decoder checks: a message id that is not UTF-8 ends the connection."""
+    async with serving() as (_, port):
+        reader, writer, interest = await said_hello(port)
+        good = encode_one(1, Envelope("orders.new", b"ok", {}, None, "id-1"), (interest,), False)
+        writer.write(good)
+        frame = await reader.readexactly(
+            13
+        )  # its ACCEPT: the next frame comes in a read of its own
+        assert frame[4] == FrameType.ACCEPT
+        bad = bytearray(
+            encode_one(2, Envelope("orders.new", b"no", {}, None, "id-2"), (interest,), False)
+        )
+        bad[-4:-2] = b"\xff\xfe"  # the message id's first two bytes
+        with caplog.at_level(logging.WARNING, logger="meshbus.direct"):
+            writer.write(bytes(bad))
+            async with asyncio.timeout(5):
+                while await reader.read(1 << 16):
+                    pass  # until the listener closes the connection
+        writer.close()
+        assert "PUB frame has text that is not UTF-8" in caplog.text
+        await still_serves(port)
+
+
+async def test_a_frame_the_listener_fails_on_ends_that_connection_only(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler that raises on a frame (here: the listener queueing a lone message) ends
+    that connection with the error logged; the listener serves others."""
+    async with serving() as (_, port):
+        reader, writer, interest = await said_hello(port)
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("queue broke")
+
+        monkeypatch.setattr(DirectListener, "_take", broken)
+        with caplog.at_level(logging.ERROR, logger="meshbus.direct"):
+            writer.write(
+                encode_one(1, Envelope("orders.new", b"x", {}, None, "id-1"), (interest,), False)
+            )
+            async with asyncio.timeout(5):
+                while await reader.read(1 << 16):
+                    pass
+        writer.close()
+        monkeypatch.undo()
+        assert "a frame could not be handled" in caplog.text
+        assert "queue broke" in caplog.text
+        await still_serves(port)

@@ -141,26 +141,42 @@ def _pubs(view: bytes | memoryview) -> Pubs:
 
 
 def _pubs_copied(body: bytes) -> Pubs:
-    end = len(body)
-    if end > 25:  # _ONE_HEAD.size, written as a number like the offsets below
-        # A frame of one message without key or headers whose subject and targets came before
-        # (a request, mostly), without the loop.
-        first, count, flags, n_subject, n_id, n_targets, n_key, n_headers, n_data = (
-            _ONE_HEAD.unpack_from(body)
-        )
-        at = 25 + 4 * n_targets + n_subject
-        stop = at + n_id
-        if count == 1 and not (flags & _HAS_KEY or n_key or n_headers) and stop + n_data == end:
-            known = _blocks.get(body[25:at])
-            if known is not None:
-                try:
-                    message_id = body[at:stop].decode()
-                except UnicodeDecodeError as exc:
-                    raise ProtocolError("PUB frame has text that is not UTF-8") from exc
-                request = flags & _REQUEST == _REQUEST
-                pub = Pub(first, known[1], body[stop:], known[0], {}, None, message_id, request)
-                return Pubs((pub,))
+    pub = lone_pub(body)
+    if pub is not None:
+        return Pubs((pub,))
     return _pub_loop(body, False)
+
+
+_new = object.__new__
+
+
+def lone_pub(body: bytes) -> Pub | None:
+    """The message of a PUB frame ``body`` that carries one, without key or headers, whose
+    subject and targets came before (a request, mostly), read without the loop of
+    ``_pub_loop``; None for any other frame (``_pub_loop`` reads those, or says what is
+    wrong)."""
+    if len(body) <= 25:  # _ONE_HEAD.size, written as a number like the offsets below
+        return None
+    first, count, flags, n_subject, n_id, n_targets, n_key, n_headers, n_data = (
+        _ONE_HEAD.unpack_from(body)
+    )
+    at = 25 + 4 * n_targets + n_subject
+    stop = at + n_id
+    if count != 1 or flags & _HAS_KEY or n_key or n_headers or stop + n_data != len(body):
+        return None
+    known = _blocks.get(body[25:at])
+    if known is None:
+        return None
+    try:
+        message_id = body[at:stop].decode()
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("PUB frame has text that is not UTF-8") from exc
+    # Pub(first, subject, data, targets, {}, None, message_id, request), without a Python
+    # frame for __init__ (once per message)
+    pub = _new(Pub)
+    pub.seq, pub.subject, pub.data, pub.targets = first, known[1], body[stop:], known[0]
+    pub.headers, pub.key, pub.id, pub.request = {}, None, message_id, flags & _REQUEST == _REQUEST
+    return pub
 
 
 def _pub_loop(body: bytes | memoryview, in_place: bool) -> Pubs:

@@ -14,18 +14,23 @@ import contextlib
 import hmac
 import itertools
 import logging
+import struct
 import time
 from collections.abc import Callable
 
+from meshbus.channels.direct._types import _SMALL_FRAME
 from meshbus.channels.direct.frames import (
     DEFAULT_MAX_FRAME,
     Bye,
     Frame,
     FrameDecoder,
+    FrameType,
     Hello,
     Ping,
     Pong,
+    Pub,
     encode,
+    lone_pub,
 )
 from meshbus.errors import AuthenticationFailed, ConnectionLost, ProtocolError
 
@@ -40,6 +45,8 @@ READ_SIZE = 256 * 1024
 _MIN_ROOM = 64 * 1024
 _CLOSED = "peer closed the connection"
 _BASE_TIME = asyncio.BaseEventLoop.time
+_REPLY_HEAD = struct.Struct(">IBQH")  # a REPLY's length, type, seq and header count
+_REPLY, _PUB = int(FrameType.REPLY), int(FrameType.PUB)
 
 
 class SilentPeer(ProtocolError):
@@ -82,6 +89,12 @@ class Wire(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.frames: list[Frame] = []
         self.sink: Callable[[list[Frame]], None] | None = None
+        # Set by the connection once it has taken over: a frame that is the whole of what is
+        # unread, of the two kinds a round trip is made of, goes straight to these, past the
+        # decoder's loop and the frame handlers (see buffer_updated).
+        self.on_reply: Callable[[int, bytes], None] | None = None
+        self.on_pub: Callable[[Pub], None] | None = None
+        self.on_fault: Callable[[Exception], None] | None = None
         self.on_lost: Callable[[str], None] | None = None
         self.lost: str | None = None  # why the connection ended (None while it is up)
         self.error: ProtocolError | None = None
@@ -130,9 +143,34 @@ class Wire(asyncio.BufferedProtocol):
         return memoryview(self._buffer)[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._end += nbytes
+        end = self._end = self._end + nbytes
         self.received += nbytes
         self.last_heard = self._clock()
+        start = self._start
+        if end - start >= 15 and self.on_fault is not None:
+            # One whole frame and nothing else, the usual read of a round trip: a REPLY
+            # without headers (a requester's answer) or a PUB of one message (a request).
+            buffer = self._buffer
+            length, kind, seq, n_headers = _REPLY_HEAD.unpack_from(buffer, start)
+            if start + 4 + length == end and length <= self.decoder.max_frame:
+                try:
+                    if kind == _REPLY and not n_headers and self.on_reply is not None:
+                        data = bytes(buffer[start + 15 : end])
+                        self._start = self._end = 0
+                        self.on_reply(seq, data)
+                        return
+                    if kind == _PUB and length <= _SMALL_FRAME and self.on_pub is not None:
+                        pub = lone_pub(bytes(buffer[start + 5 : end]))
+                        if pub is not None:
+                            self._start = self._end = 0
+                            self.on_pub(pub)
+                            return
+                except ProtocolError as exc:
+                    self._fail(exc)
+                    return
+                except Exception as exc:
+                    self.on_fault(exc)
+                    return
         try:
             frames, self._start, self._wanted = self.decoder.cut(
                 self._buffer, self._start, self._end
@@ -286,14 +324,23 @@ class Connection:
             raise
         return cls(wire, settings, first, rest)
 
-    def start(self, handler: Handler) -> None:
-        """Begin handing frames to ``handler``, and heartbeating."""
+    def start(
+        self,
+        handler: Handler,
+        *,
+        on_reply: Callable[[int, bytes], None] | None = None,
+        on_pub: Callable[[Pub], None] | None = None,
+    ) -> None:
+        """Begin handing frames to ``handler``, and heartbeating. Where given, ``on_reply``
+        (seq, data) takes a REPLY without headers, and ``on_pub`` a PUB frame's one message,
+        when the frame is all a read brought (see ``Wire``); ``handler`` gets the rest."""
         self._handler = handler
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
         wire = self.wire
         pending = self._leftover + wire.frames
         self._leftover, wire.frames = [], []
         wire.sink = self._on_frames
+        wire.on_reply, wire.on_pub, wire.on_fault = on_reply, on_pub, self._fault
         wire.on_lost = self._lost
         if pending:
             self._on_frames(pending)
@@ -371,13 +418,19 @@ class Connection:
                     handler(frame)
                 if self.ended:
                     return
-        except ConnectionLost:
-            pass  # the connection ended while a frame was handled
         except Exception as exc:
-            log.exception(
-                "closing direct connection to %s: a frame could not be handled", self.name
-            )
-            self._end(f"frame not handled: {exc!r}")
+            self._fault(exc)
+
+    def _fault(self, exc: Exception) -> None:
+        """A frame's handler raised: end the connection, unless it had ended already."""
+        if isinstance(exc, ConnectionLost):
+            return  # the connection ended while a frame was handled
+        log.error(
+            "closing direct connection to %s: a frame could not be handled",
+            self.name,
+            exc_info=exc,
+        )
+        self._end(f"frame not handled: {exc!r}")
 
     def _lost(self, reason: str) -> None:
         if self.wire.error is not None:
@@ -410,7 +463,7 @@ class Connection:
         for waiter in self._pings.values():
             if not waiter.done():
                 waiter.set_exception(ConnectionLost(f"connection to {self.name} lost: {reason}"))
-        self.wire.sink = None
+        self.wire.sink = self.wire.on_reply = self.wire.on_pub = self.wire.on_fault = None
         self.wire.on_lost = None
         self.transport.close()
         self.wire._wake()  # a drain() waiting for room sees the end

@@ -8,7 +8,7 @@ malformed raises ``ProtocolError``, and only that.
 
 from __future__ import annotations
 
-from meshbus.channels.direct._decode import FrameDecoder
+from meshbus.channels.direct._decode import FrameDecoder, lone_pub
 from meshbus.channels.direct._encode import encode, encode_one, encode_pubs, encode_reply
 from meshbus.channels.direct._types import (
     DEFAULT_MAX_FRAME,
@@ -59,4 +59,5 @@ __all__ = [
     "encode_one",
     "encode_pubs",
     "encode_reply",
+    "lone_pub",
 ]

@@ -223,7 +223,10 @@ class DirectListener:
             return
         served = _Served(conn, self.config.settings.credit, self._progress)
         self._served.add(served)
-        conn.start(functools.partial(self._on_frame, served))
+        conn.start(
+            functools.partial(self._on_frame, served),
+            on_pub=functools.partial(self._on_pub, served),
+        )
         await conn.closed.wait()
         if served.task is not None:
             served.task.cancel()
@@ -238,38 +241,47 @@ class DirectListener:
             pubs = frame.messages
             if served.backlog:
                 served.backlog.extend((pub, None, False) for pub in pubs)
-                return
-            pub = pubs[0]
-            if pub.request and not (self._closing or self._draining):
-                # A request (always alone in its frame) for one local group: _take and
-                # _queue_locally, written out.
-                groups, patterns = self._targets.get(pub.targets) or self._resolve(pub.targets)
-                if len(groups) == 1 and not patterns:
-                    headers = pub.headers  # _expect_reply, less the registration
-                    headers[REPLY_TO] = served.token_prefix + str(pub.seq)
-                    if CORRELATION_ID not in headers:
-                        headers[CORRELATION_ID] = pub.id
-                    group = groups[0]
-                    # _Entry(pub, 0, served.on_take, _Answer(served.conn, pub.seq)), without
-                    # two Python frames for __init__ (once per request)
-                    answer = _new(_Answer)
-                    answer._conn, answer._seq, answer._sent = served.conn, pub.seq, False
-                    entry = _new(_Entry)
-                    entry.envelope, entry.attempt, entry.on_take, entry.reply = (
-                        pub,
-                        0,
-                        served.on_take,
-                        answer,
-                    )
-                    group.queue.append(entry)
-                    if group.waiters:
-                        _wake_first(group.waiters)
-                    if self._progress.wanted:
-                        self._progress.event.set()
-                    return
-            self._take(served, pubs)
+            elif len(pubs) == 1:
+                self._on_pub(served, pubs[0])
+            else:
+                self._take(served, pubs)
         elif not isinstance(frame, Bye):
             log.debug("ignoring %s from a publisher", type(frame).__name__)
+
+    def _on_pub(self, served: _Served, pub: Pub) -> None:
+        """A PUB frame of one message: from ``_on_frame``, or straight from the connection's
+        read callback when the frame was all that the read brought."""
+        if served.backlog:
+            served.backlog.append((pub, None, False))
+            return
+        if pub.request and not (self._closing or self._draining):
+            # A request (always alone in its frame) for one local group: _take and
+            # _queue_locally, written out.
+            groups, patterns = self._targets.get(pub.targets) or self._resolve(pub.targets)
+            if len(groups) == 1 and not patterns:
+                headers = pub.headers  # _expect_reply, less the registration
+                headers[REPLY_TO] = served.token_prefix + str(pub.seq)
+                if CORRELATION_ID not in headers:
+                    headers[CORRELATION_ID] = pub.id
+                group = groups[0]
+                # _Entry(pub, 0, served.on_take, _Answer(served.conn, pub.seq)), without
+                # two Python frames for __init__ (once per request)
+                answer = _new(_Answer)
+                answer._conn, answer._seq, answer._sent = served.conn, pub.seq, False
+                entry = _new(_Entry)
+                entry.envelope, entry.attempt, entry.on_take, entry.reply = (
+                    pub,
+                    0,
+                    served.on_take,
+                    answer,
+                )
+                group.queue.append(entry)
+                if group.waiters:
+                    _wake_first(group.waiters)
+                if self._progress.wanted:
+                    self._progress.event.set()
+                return
+        self._take(served, (pub,))
 
     def _take(self, served: _Served, pubs: tuple[Pub, ...]) -> None:
         """Queue a PUB frame's messages locally, in order, and ACCEPT them in one frame. One

@@ -34,6 +34,7 @@ __all__ = ["Batch", "Peer", "Refused"]
 log = logging.getLogger("meshbus.direct")
 
 ACCEPTED, REFUSED, LOST = 1, 2, 3
+_new = object.__new__
 
 PUB_FRAME_TARGET = READ_SIZE
 """Where ``send`` cuts a run of messages into PUB frames (one larger message still goes alone
@@ -174,7 +175,7 @@ class Peer:
         self.index = SubjectIndex()
         for interest in conn.peer.interests:
             self._add(interest)
-        conn.start(self._on_frame)
+        conn.start(self._on_frame, on_reply=self._on_reply)
         self.ready.set()
         self._notify()
 
@@ -216,6 +217,14 @@ class Peer:
     def _add(self, interest: Interest) -> None:
         self.interests[interest.id] = interest
         self.index.add(interest.pattern, interest)
+
+    def _on_reply(self, seq: int, data: bytes) -> None:
+        """A REPLY without headers, from the connection's read callback (see ``Wire``)."""
+        waiter = self._replies.pop(seq, None)
+        if waiter is not None and not waiter.done():
+            reply = _new(Reply)  # Reply(seq, data), without a Python frame for __init__
+            reply.seq, reply.data, reply.headers = seq, data, {}
+            waiter.set_result(reply)
 
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, Accept):
