@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+import types
+from collections.abc import Awaitable, Callable, Generator
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Literal
 
 from meshbus._resource import AsyncResource
@@ -61,42 +63,47 @@ _TURNS = 32  # messages a worker handles back to back before it lets the event l
 _FIRST_PAUSE, _LAST_PAUSE = 0.05, 5.0  # seconds a worker waits after a failed read, doubling
 
 
+class _Idle:
+    """What a worker's pump yields when it is done with a message and waits for the next."""
+
+    __slots__ = ()
+
+
+_IDLE = _Idle()
+
+
 class _Resume:
-    """Awaited by a worker: carries on a handler coroutine that was started outside the task
-    and stopped at its first wait, on ``first`` (what it yielded to the event loop)."""
+    """Awaited by a worker: carries on its pump (see ``Service._pump``) from ``first`` (what
+    the pump yielded to the event loop) until the message is done with."""
 
-    __slots__ = ("coro", "first")
+    __slots__ = ("first", "pump")
 
-    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
-        self.coro = coro
+    def __init__(self, pump: Generator[Any, Any, None], first: Any) -> None:
+        self.pump = pump
         self.first = first
 
     def __await__(self) -> Generator[Any, Any, None]:
-        coro, value = self.coro, self.first
-        while True:
+        pump, value = self.pump, self.first
+        while value is not _IDLE:
             try:
                 sent = yield value  # the task waits on it, as it would have for the coroutine
             except BaseException as exc:  # a cancellation (or anything thrown) goes inside
-                try:
-                    value = coro.throw(exc)
-                except StopIteration:
-                    return
+                value = pump.throw(exc)
             else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration:
-                    return
+                value = pump.send(sent)
 
 
 class _Worker:
-    """One of a service's ``concurrency`` slots: a task, idle while ``job`` is pending."""
+    """One of a service's ``concurrency`` slots: a task, idle while ``job`` is pending, and
+    the pump that runs its handlers."""
 
-    __slots__ = ("context", "job", "task")
+    __slots__ = ("context", "job", "pump", "task")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, service: Service, loop: asyncio.AbstractEventLoop) -> None:
         self.context = contextvars.copy_context()
         self.job: asyncio.Future[Message | _Resume | None] = loop.create_future()
         self.task: asyncio.Task[None]  # set once made, right after the worker
+        self.pump = service._primed_pump()
 
 
 class _Waker:
@@ -165,7 +172,7 @@ class Service(AsyncResource):
         part = self._sub._single
         self._poll = getattr(part, "poll", None) if part is not None else None
         for _ in range(self.concurrency):
-            worker = _Worker(loop)
+            worker = _Worker(self, loop)
             work = self._work(worker) if self._poll is not None else self._read(worker)
             worker.task = loop.create_task(work, context=worker.context)
             self._workers.append(worker)
@@ -203,23 +210,23 @@ class Service(AsyncResource):
                     worker.job.set_result(message)
                     continue
                 eager = False
-                coro = self._run(message)
                 task = worker.task
                 _enter_task(loop, task)  # type: ignore[misc]  # _EAGER: not None
                 try:
-                    first = worker.context.run(coro.send, None)
-                except StopIteration:
-                    idle.append(worker)  # done without waiting: the worker never woke
-                    continue
+                    first = worker.context.run(worker.pump.send, message)
                 except (SystemExit, KeyboardInterrupt):
                     raise
-                except BaseException:  # _run lets only a cancellation out; none is due here
+                except BaseException:  # the pump lets only a cancellation out; none is due here
                     log.exception("handler for %r stopped outside its task", self.pattern)
+                    worker.pump = self._primed_pump()  # that one has ended
                     idle.append(worker)
                     continue
                 finally:
                     _leave_task(loop, task)  # type: ignore[misc]  # _EAGER: not None
-                worker.job.set_result(_Resume(coro, first))
+                if first is _IDLE:
+                    idle.append(worker)  # done without waiting: the worker never woke
+                    continue
+                worker.job.set_result(_Resume(worker.pump, first))
         finally:
             self._offering = False
 
@@ -235,7 +242,7 @@ class Service(AsyncResource):
                 await job
             else:
                 assert isinstance(job, Message)
-                await self._run(job)
+                await _Resume(worker.pump, worker.pump.send(job))
                 turns += 1
                 if turns == _TURNS:  # handlers that never wait, back to back: let others run
                     turns = 0
@@ -263,7 +270,7 @@ class Service(AsyncResource):
                     pause = min(pause * 2, _LAST_PAUSE)
                     continue
             pause = _FIRST_PAUSE
-            await self._run(message)
+            await _Resume(worker.pump, worker.pump.send(message))
             turns += 1
             if turns == _TURNS:  # as in _work
                 turns = 0
@@ -271,23 +278,38 @@ class Service(AsyncResource):
 
     # -- one message ---------------------------------------------------------------------------
 
-    async def _run(self, message: Message) -> None:
-        try:
-            result = self.handler(message)
-            if hasattr(result, "__await__"):
-                result = await result
-            if not message._settled:
-                if message.reply_to is not None:
-                    await message.respond(result)
-                else:
-                    await message.ack()
-        except asyncio.CancelledError as exc:
-            task = _current_task()
-            if task is not None and task.cancelling():
-                raise  # the worker is being stopped: the message goes back with the close
-            await self._failed(message, exc)
-        except Exception as exc:
-            await self._failed(message, exc)
+    def _primed_pump(self) -> Generator[Any, Any, None]:
+        pump = self._pump()
+        next(pump)  # to its first yield: ready to be sent a message
+        return pump
+
+    @types.coroutine
+    def _pump(self) -> Generator[Any, Any, None]:
+        """A worker's handler loop, as one generator kept for the worker's life: sent a
+        message, it runs the handler on it and settles it, yielding whatever the handler
+        waits on, then yields ``_IDLE`` for the next. A handler that never waits so costs no
+        coroutine of its own, nor the ``StopIteration`` that ends one."""
+        handler = self.handler
+        while True:
+            message: Message = yield _IDLE
+            try:
+                result = handler(message)
+                if type(result) is CoroutineType:  # an async def handler's
+                    result = yield from result  # type: ignore[misc]  # allowed by types.coroutine
+                elif hasattr(result, "__await__"):
+                    result = yield from result.__await__()
+                if not message._settled:
+                    if message.reply_to is not None:
+                        yield from message.respond(result)
+                    else:
+                        yield from message.ack()
+            except asyncio.CancelledError as exc:
+                task = _current_task()
+                if task is not None and task.cancelling():
+                    raise  # the worker is being stopped: the message goes back with the close
+                yield from self._failed(message, exc)
+            except Exception as exc:
+                yield from self._failed(message, exc)
 
     async def _failed(self, message: Message, exc: BaseException) -> None:
         log.error(

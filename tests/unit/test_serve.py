@@ -275,3 +275,63 @@ async def test_a_reply_that_cannot_be_sent_rejects_the_request(
             reasons = [(await _buried(graveyard)).headers["mb-dead-reason"] for _ in range(2)]
     assert "EncodeError" in reasons[0]
     assert "PayloadTooLarge" in reasons[1]
+
+
+async def test_a_handler_may_be_a_function_returning_a_value_or_an_awaitable(bus: Bus) -> None:
+    """What the handler gives back is awaited when it can be (a coroutine, a future or any
+    awaitable), used as it is otherwise; the worker serves the next message either way."""
+    loop = asyncio.get_running_loop()
+
+    class Later:
+        def __init__(self, value: str) -> None:
+            self.value = value
+
+        def __await__(self):  # type: ignore[no-untyped-def]
+            yield from asyncio.sleep(0).__await__()
+            return self.value
+
+    def handler(msg: Message) -> object:
+        kind = msg.text()
+        if kind == "plain":
+            return "value"
+        if kind == "future":
+            future: asyncio.Future[str] = loop.create_future()
+            loop.call_soon(future.set_result, "from a future")
+            return future
+        return Later("from an awaitable")
+
+    async with bus.serve("a.b", handler, group="g"):
+        for ask, answer in [
+            ("plain", "value"),
+            ("future", "from a future"),
+            ("other", "from an awaitable"),
+            ("plain", "value"),
+        ]:
+            assert (await bus.request("a.b", ask, timeout=5)).json() == answer
+
+
+async def test_a_handler_outliving_the_close_timeout_is_cancelled(bus: Bus) -> None:
+    """close(timeout) cancels a handler still running at the deadline: the service stops,
+    and the message it held goes back to its group for another member."""
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def stuck(msg: Message) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    service = await bus.serve("a.b", stuck, group="g")
+    await bus.publish("a.b", b"held")
+    await asyncio.wait_for(started.wait(), 5)
+    async with asyncio.timeout(5):
+        await service.close(timeout=0.1)
+    assert cancelled.is_set()
+    async with bus.subscribe("a.b", group="g") as again:
+        message = await asyncio.wait_for(again.__anext__(), 5)
+        assert message.data == b"held"
+        assert message.attempt == 2
+        await message.ack()
