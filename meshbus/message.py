@@ -109,7 +109,8 @@ class Message:
     ) -> Message:
         """What ``__init__`` does, for channels' receive paths, which make one per message:
         positional and without ``__init__``'s keyword handling (about 2.5x cheaper). Keep the
-        two in step, and ``memory._Member._take``, which writes this out."""
+        two in step, and ``memory._Member._take`` and ``TcpTransport.request``, which write
+        this out."""
         message = _new(cls)
         message.subject = subject
         message.data = data

@@ -154,6 +154,8 @@ class Service(AsyncResource):
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []
         self._poll: Callable[[_Waker], Message | None] | None = None
+        # respond + ack at once, for a request taken by _poll whose reply is bytes
+        self._answer: Callable[[Message, bytes], bool] | None = None
         self._waker: _Waker | None = None
         self._offering = False
         self._read_lock = asyncio.Lock()
@@ -171,6 +173,8 @@ class Service(AsyncResource):
         loop = self._loop = asyncio.get_running_loop()
         part = self._sub._single
         self._poll = getattr(part, "poll", None) if part is not None else None
+        if self._poll is not None:
+            self._answer = getattr(part, "answer", None)
         for _ in range(self.concurrency):
             worker = _Worker(self, loop)
             work = self._work(worker) if self._poll is not None else self._read(worker)
@@ -289,7 +293,7 @@ class Service(AsyncResource):
         message, it runs the handler on it and settles it, yielding whatever the handler
         waits on, then yields ``_IDLE`` for the next. A handler that never waits so costs no
         coroutine of its own, nor the ``StopIteration`` that ends one."""
-        handler = self.handler
+        handler, answer = self.handler, self._answer
         while True:
             message: Message = yield _IDLE
             try:
@@ -300,6 +304,8 @@ class Service(AsyncResource):
                     result = yield from result.__await__()
                 if not message._settled:
                     if message.reply_to is not None:
+                        if type(result) is bytes and answer is not None and answer(message, result):
+                            continue
                         yield from message.respond(result)
                     else:
                         yield from message.ack()

@@ -335,6 +335,23 @@ class _Member(_Subscriber):
             return None
         return self._take()
 
+    def answer(self, message: Message, data: bytes) -> bool:
+        """Push delivery (``meshbus.Service``): what ``message.respond(data)`` does for a
+        request taken from ``poll`` and not yet settled, done at once, without a coroutine:
+        the reply goes to the requester, the message is acked. False, with nothing done, when
+        ``data`` is over the largest payload (``respond`` says so)."""
+        if len(data) > self.max_payload:
+            return False
+        message._settled = True
+        reply_to = message.reply_to
+        future = message.token.reply
+        if future is None:
+            future = self.hub.pending.get(reply_to or "")
+        if future is not None and not future.done():
+            future.set_result(Envelope(reply_to or "", data, {}, None, ""))
+        self._settled(message)
+        return True
+
     def _take(self) -> Message:
         """Take the message at the head of the (non-empty) group queue."""
         group = self.group

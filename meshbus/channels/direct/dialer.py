@@ -18,11 +18,13 @@ import asyncio
 import contextlib
 import itertools
 import os
+import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from meshbus.channels.direct.config import DirectConfig
+from meshbus.channels.direct.connection import _BASE_TIME
 from meshbus.channels.direct.frames import Hello, Reply
 from meshbus.channels.direct.listener import DirectListener
 from meshbus.channels.direct.peer import ACCEPTED, LOST, REFUSED, Batch, Item, Peer, Refused
@@ -69,6 +71,9 @@ class _Route:
             self.fixed = _copies(plan)
 
 
+_new = object.__new__
+
+
 def _copies(plan: Plan) -> Copies:
     return [(peer, tuple(i for i, _ in entries), entries) for peer, entries in plan.items()]
 
@@ -85,18 +90,24 @@ class _Deadlines:
     the order their deadlines come, and one timer is set, for the earliest; a future that is
     still waiting at its deadline gets ``TimeoutError``."""
 
-    __slots__ = ("_loop", "_timer", "_waiting")
+    __slots__ = ("_clock", "_loop", "_timer", "_waiting")
 
     def __init__(self) -> None:
         self._waiting: deque[tuple[float, asyncio.Future[Any]]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: Callable[[], float] = time.monotonic
 
     def add(self, reply: asyncio.Future[Any], timeout: float) -> float:
         """Fail ``reply`` with ``TimeoutError`` if it is not done within ``timeout`` seconds;
         return the deadline (event loop time)."""
-        loop = self._loop = reply.get_loop()
-        deadline = loop.time() + timeout
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = reply.get_loop()
+            # The event loop's clock: asyncio's own is time.monotonic, called without the
+            # Python frame of loop.time() (once per request).
+            self._clock = time.monotonic if type(loop).time is _BASE_TIME else loop.time
+        deadline = self._clock() + timeout
         waiting = self._waiting
         while waiting and waiting[0][1].done():
             waiting.popleft()
@@ -478,17 +489,15 @@ class TcpTransport:
         finally:
             if not reply.done():
                 peer.forget_reply(reply)
-        return Message._received(
+        message = _new(Message)  # Message._received, written out: once per request
+        message.subject, message.data, message.headers = (
             envelope.subject,
             answer.data,
             answer.headers,
-            None,
-            envelope.id,
-            1,
-            None,
-            NO_SETTLER,
-            None,
         )
+        message.key, message.id, message.attempt, message.reply_to = None, envelope.id, 1, None
+        message.token, message._settler, message._settled = None, NO_SETTLER, False
+        return message
 
     async def _request(
         self, envelope: Envelope, timeout: float, refused_by: set[Peer] | None = None

@@ -110,6 +110,7 @@ class Peer:
         self.interests: dict[int, Interest] = {}
         self.index: SubjectIndex[Interest] = SubjectIndex()
         self.ready = asyncio.Event()
+        self.up = False  # ready.is_set(), as a plain attribute for the per-message paths
         self.changed = asyncio.Event()  # set whenever connections or interests change
         self._credit = 0
         self._credit_waiters: list[asyncio.Future[None]] = []
@@ -177,10 +178,12 @@ class Peer:
             self._add(interest)
         conn.start(self._on_frame, on_reply=self._on_reply)
         self.ready.set()
+        self.up = True
         self._notify()
 
     def _detach(self, reason: str) -> None:
         self.ready.clear()
+        self.up = False
         self.conn = None
         self.last_error = reason
         # The interests stay, as the last known ones: copies owed to this peer wait for it to
@@ -270,6 +273,7 @@ class Peer:
             self._notify()
         elif isinstance(frame, Bye):
             self.ready.clear()  # draining: send it nothing new
+            self.up = False
             self._notify()
 
     # -- sending ---------------------------------------------------------------------------
@@ -321,7 +325,7 @@ class Peer:
         """Send one request PUB if credit and the connection allow it now; return the future
         of its reply (None when it was not sent)."""
         conn = self.conn
-        if self._credit <= 0 or conn is None or not self.ready.is_set():
+        if self._credit <= 0 or conn is None or not self.up:
             return None
         self._seq += 1
         seq = self._seq
@@ -337,7 +341,7 @@ class Peer:
         """Send one published message in a PUB frame of its own if credit and the connection
         allow it now; return its batch (None when it was not sent)."""
         conn = self.conn
-        if self._credit <= 0 or conn is None or not self.ready.is_set():
+        if self._credit <= 0 or conn is None or not self.up:
             return None
         self._seq += 1
         seq = self._seq
