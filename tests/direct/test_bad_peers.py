@@ -191,13 +191,23 @@ async def test_a_connection_accepted_as_the_listener_closes_is_closed_with_it() 
 async def said_hello(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
     """A raw connection past the hello exchange, and the id of the listener's interest in
     ``orders.>`` (group ``g``)."""
+    reader, writer, interest = await said_hello_to(port, "orders.>")
+    assert interest is not None
+    return reader, writer, interest
+
+
+async def said_hello_to(
+    port: int, pattern: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int | None]:
+    """A raw connection past the hello exchange, and the id of the listener's interest in
+    ``pattern`` (None if it has none)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(hello())
     (length,) = struct.unpack(">I", await reader.readexactly(4))
     (theirs,) = FrameDecoder().feed(struct.pack(">I", length) + await reader.readexactly(length))
     assert isinstance(theirs, Hello)
-    (interest,) = [i.id for i in theirs.interests if i.pattern == "orders.>"]
-    return reader, writer, interest
+    ids = [i.id for i in theirs.interests if i.pattern == pattern]
+    return reader, writer, ids[0] if ids else None
 
 
 async def test_a_bad_pub_frame_read_alone_is_cut_off(caplog: pytest.LogCaptureFixture) -> None:
@@ -249,3 +259,33 @@ async def test_a_frame_the_listener_fails_on_ends_that_connection_only(
         assert "a frame could not be handled" in caplog.text
         assert "queue broke" in caplog.text
         await still_serves(port)
+
+
+async def test_a_peer_gone_silent_after_its_hello_is_pinged_then_cut_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A peer that says hello and then nothing (frozen, or its network gone) gets PINGs once
+    a heartbeat passes without a word from it, and is cut off once more than three have; a
+    peer that answers is kept."""
+    beat = 0.1
+    bus = meshbus.connect("memory://unused", listen=f"tcp://127.0.0.1:0?heartbeat={beat}")
+    async with bus:
+        port = bus._listener.port  # type: ignore[union-attr]
+        reader, writer, _ = await said_hello_to(port, "other.>")
+        pings = 0
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with caplog.at_level(logging.WARNING, logger="meshbus.direct"):
+            async with asyncio.timeout(5):
+                with contextlib.suppress(asyncio.IncompleteReadError):  # closed: the end
+                    while True:
+                        pings += (await reader.readexactly(13))[4] == FrameType.PING
+        lasted = loop.time() - started
+        writer.close()
+        assert pings >= 1
+        assert 3 * beat < lasted < 3 * beat + 2  # 3 to 4 beats, with room for a slow machine
+        assert "silent for" in caplog.text
+        async with meshbus.connect(f"tcp://127.0.0.1:{port}?heartbeat={beat}") as client:
+            await asyncio.sleep(8 * beat)  # answering pings, it stays
+            with pytest.raises(meshbus.NoResponders):
+                await client.request("nobody.here", b"?", timeout=5)

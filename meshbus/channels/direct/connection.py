@@ -15,7 +15,6 @@ import hmac
 import itertools
 import logging
 import struct
-import time
 from collections.abc import Callable
 
 from meshbus.channels.direct._types import _SMALL_FRAME
@@ -44,7 +43,6 @@ READ_SIZE = 256 * 1024
 """The usual read buffer: a frame that fits is cut where it lies; a larger one gets its own."""
 _MIN_ROOM = 64 * 1024
 _CLOSED = "peer closed the connection"
-_BASE_TIME = asyncio.BaseEventLoop.time
 _REPLY_HEAD = struct.Struct(">IBQH")  # a REPLY's length, type, seq and header count
 _REPLY, _PUB = int(FrameType.REPLY), int(FrameType.PUB)
 
@@ -98,13 +96,10 @@ class Wire(asyncio.BufferedProtocol):
         self.on_lost: Callable[[str], None] | None = None
         self.lost: str | None = None  # why the connection ended (None while it is up)
         self.error: ProtocolError | None = None
-        self.last_heard = 0.0
+        self.heard = False  # a read since the heartbeat last looked (it clears this)
         self.received = 0  # bytes so far (a peer that closes having sent none is a probe)
         self.paused = False
         loop = asyncio.get_running_loop()
-        # The event loop's clock; asyncio's own is time.monotonic, called here without the
-        # Python frame of loop.time() (once per read, on both ends of every connection).
-        self._clock = time.monotonic if type(loop).time is _BASE_TIME else loop.time
         self.gone: asyncio.Future[None] = loop.create_future()
         self._buffer = self._usual = bytearray(READ_SIZE)
         self._whole = memoryview(self._usual)  # get_buffer's answer when nothing is pending
@@ -119,7 +114,6 @@ class Wire(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=_HIGH_WATER)
-        self.last_heard = self._clock()
         if self.on_made is not None:
             self.on_made(self)
 
@@ -145,7 +139,7 @@ class Wire(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         end = self._end = self._end + nbytes
         self.received += nbytes
-        self.last_heard = self._clock()
+        self.heard = True
         start = self._start
         if end - start >= 15 and self.on_fault is not None:
             # One whole frame and nothing else, the usual read of a round trip: a REPLY
@@ -440,9 +434,18 @@ class Connection:
     async def _heartbeat(self) -> None:
         interval = self.settings.heartbeat
         loop = asyncio.get_running_loop()
+        wire = self.wire
+        last_heard = loop.time()  # the hello, just now
         while not self.closed.is_set():
             await asyncio.sleep(interval)
-            silent = loop.time() - self.wire.last_heard
+            now = loop.time()
+            # Reads are not timed one by one (a clock read each, on both ends of every
+            # connection): a beat that finds one since the last counts as hearing the peer
+            # now. A silent peer is so found between 3 and 4 beats after its last word.
+            if wire.heard:
+                wire.heard = False
+                last_heard = now
+            silent = now - last_heard
             if silent > 3 * interval:
                 log.warning("closing direct connection to %s: silent for %.1f s", self.name, silent)
                 self._end(f"peer silent for {silent:.1f} s")

@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from meshbus.channels.direct.config import DirectConfig
-from meshbus.channels.direct.connection import _BASE_TIME
 from meshbus.channels.direct.frames import Hello, Reply
 from meshbus.channels.direct.listener import DirectListener
 from meshbus.channels.direct.peer import ACCEPTED, LOST, REFUSED, Batch, Item, Peer, Refused
@@ -72,6 +71,7 @@ class _Route:
 
 
 _new = object.__new__
+_BASE_TIME = asyncio.BaseEventLoop.time
 
 
 def _copies(plan: Plan) -> Copies:
