@@ -72,6 +72,17 @@ async def test_a_request_left_unanswered_times_out_among_answered_ones() -> None
             assert not _dialler(client)._deadlines._waiting or all(
                 reply.done() for _, reply in _dialler(client)._deadlines._waiting
             )
+            # Nor does a request that timed out, or one whose caller gave up, leave its reply
+            # waiter with the peer (each would stay until the connection ends).
+            (peer,) = _dialler(client).peers
+            assert not peer._replies
+            given_up = asyncio.ensure_future(client.request("rpc.silent", b"?", timeout=30))
+            await asyncio.sleep(0.1)
+            assert len(peer._replies) == 1
+            given_up.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await given_up
+            assert not peer._replies
         responder.cancel()
 
 

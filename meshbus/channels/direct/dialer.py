@@ -476,19 +476,21 @@ class TcpTransport:
         reply = peer.send_request(envelope, targets)  # None if not connected or out of credit
         if reply is None:
             return await self._request(envelope, timeout)
+        seq = peer.seq
         deadline = self._deadlines.add(reply, timeout)
         try:
             answer = await reply
         except TimeoutError:
+            peer.forget(seq)
             raise RequestTimeout(envelope.subject, timeout) from None
         except Refused:  # not taken (its listener is closing, or lost the group): ask again
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 raise RequestTimeout(envelope.subject, timeout) from None
             return await self._request(envelope, left, refused_by={peer})
-        finally:
-            if not reply.done():
-                peer.forget_reply(reply)
+        except BaseException:  # cancelled (or lost): nobody waits for its reply any more
+            peer.forget(seq)
+            raise
         message = _new(Message)  # Message._received, written out: once per request
         message.subject, message.data, message.headers = (
             envelope.subject,

@@ -114,7 +114,7 @@ class Peer:
         self.changed = asyncio.Event()  # set whenever connections or interests change
         self._credit = 0
         self._credit_waiters: list[asyncio.Future[None]] = []
-        self._seq = 0
+        self.seq = 0  # of the last PUB message sent
         self._pending: deque[Batch] = deque()
         self._replies: dict[int, asyncio.Future[Reply]] = {}
         self._idle = asyncio.Event()
@@ -306,12 +306,12 @@ class Peer:
         while at < len(items):
             conn = await self._take_credit()
             end = min(len(items), at + self._credit)
-            first = self._seq + 1
+            first = self.seq + 1
             limit = min(conn.peer.max_frame, PUB_FRAME_TARGET)
             frame, count = encode_pubs(first, items[at:end], 0, limit)
-            self._seq += count
+            self.seq += count
             self._credit -= count
-            batch = Batch(first, self._seq, loop.create_future())
+            batch = Batch(first, self.seq, loop.create_future())
             self._pending.append(batch)
             self._idle.clear()
             conn.write(frame)
@@ -323,12 +323,11 @@ class Peer:
         self, envelope: Envelope, targets: tuple[int, ...]
     ) -> asyncio.Future[Reply] | None:
         """Send one request PUB if credit and the connection allow it now; return the future
-        of its reply (None when it was not sent)."""
+        of its reply (None when it was not sent). Its seq is ``self.seq`` until the next."""
         conn = self.conn
         if self._credit <= 0 or conn is None or not self.up:
             return None
-        self._seq += 1
-        seq = self._seq
+        seq = self.seq = self.seq + 1
         frame = encode_one(seq, envelope, targets, True)  # max_payload keeps it within max_frame
         self._credit -= 1
         # No Batch: a request is answered by its REPLY (or REFUSE), not ACCEPT.
@@ -343,8 +342,7 @@ class Peer:
         conn = self.conn
         if self._credit <= 0 or conn is None or not self.up:
             return None
-        self._seq += 1
-        seq = self._seq
+        seq = self.seq = self.seq + 1
         frame = encode_one(seq, envelope, targets, False)
         self._credit -= 1
         batch = Batch(seq, seq, self._loop.create_future())
@@ -365,6 +363,10 @@ class Peer:
     async def wait_idle(self) -> None:
         """Return once no PUB is waiting for its ACCEPT or REFUSE (or the connection is gone)."""
         await self._idle.wait()
+
+    def forget(self, seq: int) -> None:
+        """Drop the reply to request ``seq``, nobody waits for it any more."""
+        self._replies.pop(seq, None)
 
     def forget_reply(self, future: asyncio.Future[Reply]) -> None:
         """Drop a reply nobody waits for any more."""
