@@ -37,6 +37,7 @@ DEFAULT_REQUEST_TIMEOUT = 5.0
 DEFAULT_PREFETCH = 256
 
 _NEW, _OPEN, _CLOSING, _CLOSED = range(4)
+_new = object.__new__
 
 
 @dataclass(slots=True)
@@ -454,7 +455,9 @@ class Bus(AsyncResource):
             # _envelope, written out for the usual request: bytes, no key, no headers.
             if len(payload) > transport.capabilities.max_payload:
                 raise PayloadTooLarge(len(payload), transport.capabilities.max_payload, subject)
-            envelope = Envelope(subject, payload, {}, None, f"{self._id_prefix}{next(self._ids):x}")
+            envelope = _new(Envelope)  # Envelope(...), without a Python frame for __init__
+            envelope.subject, envelope.data, envelope.headers = subject, payload, {}
+            envelope.key, envelope.id = None, f"{self._id_prefix}{next(self._ids):x}"
         else:
             envelope = self._envelope(transport, subject, payload, key, headers)
         self._pending += 1

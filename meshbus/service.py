@@ -201,10 +201,12 @@ class Service(AsyncResource):
         poll, idle, loop = self._poll, self._idle, self._loop
         assert poll is not None
         eager = _EAGER and _task_running(loop) is None
+        waker: _Waker | None = None
         try:
             while idle:
-                waker = _new(_Waker)  # once per message: no Python frame for an __init__
-                waker.service, waker.fired = self, False
+                if waker is None:  # kept while poll gives messages (it is armed only on None)
+                    waker = _new(_Waker)  # no Python frame for an __init__
+                    waker.service, waker.fired = self, False
                 message = poll(waker)
                 if message is None:
                     self._waker = waker

@@ -348,7 +348,15 @@ class _Member(_Subscriber):
         if future is None:
             future = self.hub.pending.get(reply_to or "")
         if future is not None and not future.done():
-            future.set_result(Envelope(reply_to or "", data, {}, None, ""))
+            reply = _new(Envelope)  # Envelope(reply_to, data, {}, None, ""), without __init__
+            reply.subject, reply.data, reply.headers, reply.key, reply.id = (
+                reply_to or "",
+                data,
+                {},
+                None,
+                "",
+            )
+            future.set_result(reply)
         self._settled(message)
         return True
 

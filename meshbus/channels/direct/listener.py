@@ -276,8 +276,12 @@ class DirectListener:
                     answer,
                 )
                 group.queue.append(entry)
-                if group.waiters:
-                    _wake_first(group.waiters)
+                waiters = group.waiters
+                while waiters:  # _wake_first, written out
+                    waiter = waiters.popleft()
+                    if not waiter.done():
+                        waiter.set_result(None)
+                        break
                 if self._progress.wanted:
                     self._progress.event.set()
                 return
