@@ -17,6 +17,7 @@ import logging
 import struct
 from collections.abc import Callable
 
+from meshbus import _clock
 from meshbus.channels.direct._types import _SMALL_FRAME
 from meshbus.channels.direct.frames import (
     DEFAULT_MAX_FRAME,
@@ -437,7 +438,7 @@ class Connection:
         wire = self.wire
         last_heard = loop.time()  # the hello, just now
         while not self.closed.is_set():
-            await asyncio.sleep(interval)
+            await _clock.sleep(interval)  # not in the event loop's heap (see meshbus._clock)
             now = loop.time()
             # Reads are not timed one by one (a clock read each, on both ends of every
             # connection): a beat that finds one since the last counts as hearing the peer

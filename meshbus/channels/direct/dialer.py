@@ -20,9 +20,11 @@ import itertools
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from meshbus import _clock
+from meshbus._clock import Alarm
 from meshbus.channels.direct.config import DirectConfig
 from meshbus.channels.direct.frames import Hello, Reply
 from meshbus.channels.direct.listener import DirectListener
@@ -71,7 +73,6 @@ class _Route:
 
 
 _new = object.__new__
-_BASE_TIME = asyncio.BaseEventLoop.time
 
 
 def _copies(plan: Plan) -> Copies:
@@ -88,43 +89,41 @@ class _Deadlines:
     future is done stays in the event loop's heap until it is due, and with thousands of
     requests a second that heap cost ~4 µs a request. Here the futures waited for are kept in
     the order their deadlines come, and one timer is set, for the earliest; a future that is
-    still waiting at its deadline gets ``TimeoutError``."""
+    still waiting at its deadline gets ``TimeoutError``. The timers are the clock thread's
+    (``meshbus._clock``): with requests always in flight one is always pending, which in the
+    event loop's heap would cost every turn of the loop."""
 
-    __slots__ = ("_clock", "_loop", "_timer", "_waiting")
+    __slots__ = ("_loop", "_timer", "_waiting")
 
     def __init__(self) -> None:
         self._waiting: deque[tuple[float, asyncio.Future[Any]]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Alarm | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._clock: Callable[[], float] = time.monotonic
 
     def add(self, reply: asyncio.Future[Any], timeout: float) -> float:
         """Fail ``reply`` with ``TimeoutError`` if it is not done within ``timeout`` seconds;
-        return the deadline (event loop time)."""
+        return the deadline (``time.monotonic``)."""
         loop = self._loop
         if loop is None:
             loop = self._loop = reply.get_loop()
-            # The event loop's clock: asyncio's own is time.monotonic, called without the
-            # Python frame of loop.time() (once per request).
-            self._clock = time.monotonic if type(loop).time is _BASE_TIME else loop.time
-        deadline = self._clock() + timeout
+        deadline = time.monotonic() + timeout
         waiting = self._waiting
         while waiting and waiting[0][1].done():
             waiting.popleft()
         if waiting and deadline < waiting[-1][0]:
             # Due before one already waiting (a shorter timeout): a timer of its own.
-            timer = loop.call_at(deadline, _expire, reply)
+            timer = _clock.call_at(loop, deadline, lambda: _expire(reply))
             reply.add_done_callback(lambda _: timer.cancel())
             return deadline
         waiting.append((deadline, reply))
         if self._timer is None:
-            self._timer = loop.call_at(deadline, self._due)
+            self._timer = _clock.call_at(loop, deadline, self._due)
         return deadline
 
     def _due(self) -> None:
         assert self._loop is not None
         self._timer = None
-        now = self._loop.time()
+        now = time.monotonic()
         waiting = self._waiting
         while waiting:
             deadline, reply = waiting[0]
@@ -134,7 +133,7 @@ class _Deadlines:
                 reply.set_exception(TimeoutError())
             waiting.popleft()
         if waiting:
-            self._timer = self._loop.call_at(waiting[0][0], self._due)
+            self._timer = _clock.call_at(self._loop, waiting[0][0], self._due)
 
     def close(self) -> None:
         if self._timer is not None:
@@ -484,7 +483,7 @@ class TcpTransport:
             peer.forget(seq)
             raise RequestTimeout(envelope.subject, timeout) from None
         except Refused:  # not taken (its listener is closing, or lost the group): ask again
-            left = deadline - asyncio.get_running_loop().time()
+            left = deadline - time.monotonic()
             if left <= 0:
                 raise RequestTimeout(envelope.subject, timeout) from None
             return await self._request(envelope, left, refused_by={peer})
