@@ -6,7 +6,7 @@ path saves, where timings on a shared machine move by more than the change.
 hello from a plain socket, then feeds one request PUB frame at a time straight into the
 listener's connection (as its read callback would) with replies written to a stand-in for the
 socket, and counts the opcodes of 1000 requests with ``sys.settrace``. ``bare`` answers from
-the connection's frame handler with nothing in between: the floor of the frame path.
+the connection's frame handlers with nothing in between: the floor of the frame path.
 ``subscriber`` turns the event loop twice per request for the subscriber's task, which counts
 that loop's opcodes too (a real read callback's turn pays one of them).
 
@@ -30,6 +30,7 @@ from meshbus.channels.direct.frames import (
     DEFAULT_MAX_FRAME,
     FrameDecoder,
     Hello,
+    Pub,
     Pubs,
     encode,
     encode_one,
@@ -96,10 +97,13 @@ async def main(mode: str) -> None:
 
             def bare(frame: Any) -> None:
                 if isinstance(frame, Pubs):
-                    pub = frame.messages[0]
-                    conn.write(encode_reply(pub.seq, pub.data, {}))
+                    bare_pub(frame.messages[0])
+
+            def bare_pub(pub: Pub) -> None:
+                conn.write(encode_reply(pub.seq, pub.data, {}))
 
             conn._handler = bare
+            wire.on_pub = bare_pub  # a request that is all of its read comes this way
         request = encode_one(1, Envelope("bench.rpc", b"x" * 100, {}, None, "c-1"), targets, True)
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
