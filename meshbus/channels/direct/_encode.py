@@ -143,9 +143,10 @@ def encode_pubs(
     return b"".join(parts), at - start
 
 
-_request_blocks: dict[str, tuple[tuple[int, ...], bytes, int]] = {}
+_request_blocks: dict[str, tuple[tuple[int, ...], bytes, int, int, int]] = {}
 """Per subject: the targets last sent with it, their encoded form followed by the subject's,
-and the subject's length in bytes."""
+the subject's length in bytes, the number of targets, and the frame's length less the message
+id and payload."""
 
 
 def encode_one(seq: int, envelope: Envelope, targets: tuple[int, ...], request: bool) -> bytes:
@@ -162,15 +163,30 @@ def encode_one(seq: int, envelope: Envelope, targets: tuple[int, ...], request: 
         if len(_request_blocks) >= 1024:
             _request_blocks.clear()
         block = struct.pack(f">{len(targets)}I", *targets) + raw_subject
-        known = _request_blocks[subject] = (targets, block, len(raw_subject))
-    _, block, n_subject = known
+        known = _request_blocks[subject] = (
+            targets,
+            block,
+            len(raw_subject),
+            len(targets),
+            _ONE_FRAME.size - 4 + len(block),
+        )
+    _, block, n_subject, n_targets, size = known
     message_id, data = envelope.id.encode(), envelope.data
-    if len(message_id) > 0xFF:
+    n_id, n_data = len(message_id), len(data)
+    if n_id > 0xFF:
         return encode_pubs(seq, [(envelope, targets, request)], limit=1 << 62)[0]  # raises
-    size = _ONE_FRAME.size - 4 + len(block) + len(message_id) + len(data)
-    flags = _REQUEST if request else 0
     head = _ONE_FRAME.pack(
-        size, _PUB, seq, 1, flags, n_subject, len(message_id), len(targets), 0, 0, len(data)
+        size + n_id + n_data,
+        _PUB,
+        seq,
+        1,
+        _REQUEST if request else 0,
+        n_subject,
+        n_id,
+        n_targets,
+        0,
+        0,
+        n_data,
     )
     return b"".join((head, block, message_id, data))
 

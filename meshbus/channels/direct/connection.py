@@ -84,6 +84,7 @@ class Wire(asyncio.BufferedProtocol):
 
     def __init__(self, max_frame: int, on_made: Callable[[Wire], None] | None = None) -> None:
         self.decoder = FrameDecoder(max_frame)
+        self._max_frame = max_frame
         self.on_made = on_made
         self.transport: asyncio.Transport | None = None
         self.frames: list[Frame] = []
@@ -139,15 +140,15 @@ class Wire(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         end = self._end = self._end + nbytes
-        self.received += nbytes
         self.heard = True
         start = self._start
         if end - start >= 15 and self.on_fault is not None:
             # One whole frame and nothing else, the usual read of a round trip: a REPLY
             # without headers (a requester's answer) or a PUB of one message (a request).
+            # (Only after the hello: ``received`` is counted below, for what comes before.)
             buffer = self._buffer
             length, kind, seq, n_headers = _REPLY_HEAD.unpack_from(buffer, start)
-            if start + 4 + length == end and length <= self.decoder.max_frame:
+            if start + 4 + length == end and length <= self._max_frame:
                 try:
                     if kind == _REPLY and not n_headers and self.on_reply is not None:
                         data = bytes(buffer[start + 15 : end])
@@ -166,6 +167,7 @@ class Wire(asyncio.BufferedProtocol):
                 except Exception as exc:
                     self.on_fault(exc)
                     return
+        self.received += nbytes
         try:
             frames, self._start, self._wanted = self.decoder.cut(
                 self._buffer, self._start, self._end
