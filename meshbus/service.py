@@ -120,10 +120,11 @@ class _Waker:
         return self.fired
 
     def set_result(self, result: None, /) -> None:
-        if not self.fired:
-            self.fired = True
-            self.service._waker = None
-            self.service._offer()
+        if self.fired:  # as a future that is done: the channel wakes the next waiter instead
+            raise asyncio.InvalidStateError("this waker has fired")
+        self.fired = True
+        self.service._waker = None
+        self.service._offer()
 
 
 class Service(AsyncResource):

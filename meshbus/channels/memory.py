@@ -56,15 +56,16 @@ class Wakeable(Protocol):
         """True once woken (or given up)."""
 
     def set_result(self, result: None, /) -> None:
-        """Wake it."""
+        """Wake it; ``asyncio.InvalidStateError`` if it is done."""
 
 
 def _wake_first(waiters: deque[Wakeable]) -> None:
     while waiters:
-        waiter = waiters.popleft()
-        if not waiter.done():
-            waiter.set_result(None)
-            return
+        try:  # not asking done() first: a done waiter (cancelled, fired) says so by raising
+            waiters.popleft().set_result(None)
+        except asyncio.InvalidStateError:
+            continue
+        return
 
 
 class _Entry:

@@ -335,3 +335,27 @@ async def test_a_handler_outliving_the_close_timeout_is_cancelled(bus: Bus) -> N
         assert message.data == b"held"
         assert message.attempt == 2
         await message.ack()
+
+
+async def test_a_wake_up_skips_waiters_that_gave_up(bus: Bus) -> None:
+    """A group member whose wait was cancelled, and a closed service, leave waiters behind in
+    the group; a message queued next wakes one that still waits (here, a serving worker)."""
+    served: list[bytes] = []
+    got = asyncio.Event()
+
+    async def handler(msg: Message) -> None:
+        served.append(msg.data)
+        got.set()
+
+    async with bus.subscribe("a.b", group="g") as reader:
+        gave_up = asyncio.ensure_future(reader.__anext__())
+        await asyncio.sleep(0)  # its waiter is in the group's queue of waiters
+        gave_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gave_up
+        closed = await bus.serve("a.b", handler, group="g")
+        await closed.close()  # its waker stays behind, fired
+        async with bus.serve("a.b", handler, group="g"):
+            await bus.publish("a.b", b"one")
+            await asyncio.wait_for(got.wait(), 5)
+    assert served == [b"one"]

@@ -278,10 +278,11 @@ class DirectListener:
                 group.queue.append(entry)
                 waiters = group.waiters
                 while waiters:  # _wake_first, written out
-                    waiter = waiters.popleft()
-                    if not waiter.done():
-                        waiter.set_result(None)
-                        break
+                    try:
+                        waiters.popleft().set_result(None)
+                    except asyncio.InvalidStateError:
+                        continue
+                    break
                 if self._progress.wanted:
                     self._progress.event.set()
                 return
