@@ -79,7 +79,7 @@ class _Entry:
         envelope: Envelope,
         attempt: int = 0,
         on_take: Callable[[], None] | None = None,
-        reply: ReplyWaiter | None = None,
+        reply: ReplyRoute | None = None,
     ) -> None:
         self.envelope = envelope
         self.attempt = attempt
@@ -98,6 +98,13 @@ class ReplyWaiter(Protocol):
 
     def set_result(self, result: Envelope, /) -> None:
         """Hand over the reply."""
+
+
+class ReplyRoute(ReplyWaiter, Protocol):
+    """A request's reply route that its queuer gave with it (``_Entry.reply``)."""
+
+    def send(self, data: bytes, /) -> None:
+        """Hand over a reply of ``data`` without headers, unless a reply was set already."""
 
 
 def _deliver(envelope: Envelope, attempt: int, settler: Any, token: Any) -> Message:
@@ -345,9 +352,12 @@ class _Member(_Subscriber):
             return False
         message._settled = True
         reply_to = message.reply_to
-        future = message.token.reply
-        if future is None:
-            future = self.hub.pending.get(reply_to or "")
+        route = message.token.reply
+        if route is not None:
+            route.send(data)
+            self._settled(message)
+            return True
+        future = self.hub.pending.get(reply_to or "")
         if future is not None and not future.done():
             reply = _new(Envelope)  # Envelope(reply_to, data, {}, None, ""), without __init__
             reply.subject, reply.data, reply.headers, reply.key, reply.id = (

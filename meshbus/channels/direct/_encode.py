@@ -15,6 +15,7 @@ from meshbus.channels.direct._types import (
     _PUB,
     _PUB_HEAD,
     _REPLY,
+    _REPLY_HEAD,
     _REQUEST,
     _SEQ_FRAME,
     _U8,
@@ -193,7 +194,9 @@ def encode_one(seq: int, envelope: Envelope, targets: tuple[int, ...], request: 
 
 def encode_reply(seq: int, data: bytes, headers: dict[str, str]) -> bytes:
     """A REPLY frame, in one piece."""
-    raw = _headers(headers) if headers else b"\0\0"
+    if not headers:
+        return _REPLY_HEAD.pack(11 + len(data), _REPLY, seq, 0) + data
+    raw = _headers(headers)
     return b"".join((_SEQ_FRAME.pack(9 + len(raw) + len(data), _REPLY, seq), raw, data))
 
 

@@ -21,6 +21,7 @@ DEFAULT_MAX_FRAME = 64 * 1024 * 1024 + 64 * 1024
 _HEAD = struct.Struct(">IB")
 _unpack_head = _HEAD.unpack_from
 _SEQ_FRAME = struct.Struct(">IBQ")  # the head of a frame whose body starts with a u64 seq
+_REPLY_HEAD = struct.Struct(">IBQH")  # a REPLY's length, type, seq and header count
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")

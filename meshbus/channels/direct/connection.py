@@ -14,11 +14,10 @@ import contextlib
 import hmac
 import itertools
 import logging
-import struct
 from collections.abc import Callable
 
 from meshbus import _clock
-from meshbus.channels.direct._types import _SMALL_FRAME
+from meshbus.channels.direct._types import _REPLY_HEAD, _SMALL_FRAME
 from meshbus.channels.direct.frames import (
     DEFAULT_MAX_FRAME,
     Bye,
@@ -44,7 +43,6 @@ READ_SIZE = 256 * 1024
 """The usual read buffer: a frame that fits is cut where it lies; a larger one gets its own."""
 _MIN_ROOM = 64 * 1024
 _CLOSED = "peer closed the connection"
-_REPLY_HEAD = struct.Struct(">IBQH")  # a REPLY's length, type, seq and header count
 _REPLY, _PUB = int(FrameType.REPLY), int(FrameType.PUB)
 
 

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from meshbus.channels.direct._types import _REPLY, _REPLY_HEAD
 from meshbus.channels.direct.config import DirectConfig
 from meshbus.channels.direct.connection import Connection, SilentPeer, Wire
 from meshbus.channels.direct.frames import (
@@ -124,6 +125,15 @@ class _Answer:
             self._conn.write(encode_reply(self._seq, reply.data, reply.headers))
         except ConnectionLost:
             pass  # the requester is gone
+
+    def send(self, data: bytes, /) -> None:
+        if self._sent:
+            return
+        self._sent = True
+        try:  # encode_reply(seq, data, {}), written out: once per request a service answers
+            self._conn.write(_REPLY_HEAD.pack(11 + len(data), _REPLY, self._seq, 0) + data)
+        except ConnectionLost:
+            pass
 
 
 class _ReplySink(_Answer):
