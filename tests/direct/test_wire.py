@@ -4,12 +4,24 @@ largest-frame check."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import struct
 
 import pytest
 
-from meshbus.channels.direct.connection import Wire
-from meshbus.channels.direct.frames import Accept, Frame, Pub, Pubs, encode
+from meshbus.channels.direct.connection import Connection, ConnectionSettings, Wire
+from meshbus.channels.direct.frames import (
+    DEFAULT_MAX_FRAME,
+    Accept,
+    Frame,
+    Hello,
+    Pub,
+    Pubs,
+    encode,
+    encode_pub_parts,
+)
+from meshbus.transport import Envelope
 
 pytestmark = pytest.mark.asyncio
 
@@ -62,3 +74,36 @@ async def test_an_oversized_length_is_refused_before_any_room_is_made() -> None:
     assert lost
     assert "outside 1..1048576" in lost[0]
     assert len(wire._buffer) == 256 * 1024
+
+
+async def test_a_frame_written_in_pieces_arrives_whole_when_the_socket_takes_part() -> None:
+    """``Connection.write_parts`` gives a frame's pieces to one ``writev`` where the socket
+    takes them; what a full socket buffer does not take goes through the transport, in
+    order, after it. Here the socket's send buffer is small and nobody reads at first."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    theirs.setblocking(False)
+    transport, wire = await loop.connect_accepted_socket(lambda: Wire(DEFAULT_MAX_FRAME), ours)
+    conn = Connection(wire, ConnectionSettings(), Hello("them", DEFAULT_MAX_FRAME, 0), [])
+    assert conn._fd is not None  # a plain socket: the writev path is taken
+    frames = []
+    for n in range(8):
+        items = [
+            (Envelope("a.b", bytes([n, k]) * 8192, {}, None, f"{n}-{k}"), (1,), False)
+            for k in range(16)
+        ]
+        parts, count = encode_pub_parts(n * 16 + 1, items, 0, 1 << 20)
+        assert count == 16
+        frames.append(b"".join(parts))
+        conn.write_parts(parts)
+    assert transport.get_write_buffer_size() > 0  # the socket did not take it all
+    expected = b"".join(frames)
+    got = bytearray()
+    async with asyncio.timeout(10):
+        while len(got) < len(expected):
+            got += await loop.sock_recv(theirs, 1 << 16)
+    assert bytes(got) == expected
+    transport.close()
+    theirs.close()

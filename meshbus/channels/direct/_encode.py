@@ -77,6 +77,18 @@ def encode_pubs(
     """One PUB frame for ``items[start:]`` — each ``(envelope, targets, request)`` — numbered
     from ``first_seq``: as many as fit in ``limit`` bytes (at least one) and ``MAX_PUBS``.
     Return the frame and how many messages it carries."""
+    parts, count = encode_pub_parts(first_seq, items, start, limit)
+    return b"".join(parts), count
+
+
+def encode_pub_parts(
+    first_seq: int,
+    items: Sequence[tuple[Envelope, tuple[int, ...], bool]],
+    start: int = 0,
+    limit: int = DEFAULT_MAX_FRAME,
+) -> tuple[list[bytes], int]:
+    """``encode_pubs``, the frame left in the pieces that make it up, in order (payloads
+    among them, not copied): for a writer that can send them as they are."""
     parts: list[bytes] = [b""]
     pack = _MSG_HEAD.pack
     size = 1 + _PUB_HEAD.size
@@ -141,7 +153,7 @@ def encode_pubs(
         size = grown
         at += 1
     parts[0] = _HEAD.pack(size, _PUB) + _PUB_HEAD.pack(first_seq, at - start)
-    return b"".join(parts), at - start
+    return parts, at - start
 
 
 _request_blocks: dict[str, tuple[tuple[int, ...], bytes, int, int, int]] = {}

@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import itertools
 import logging
+import os
 from collections.abc import Callable
 
 from meshbus import _clock
@@ -39,6 +40,7 @@ log = logging.getLogger("meshbus.direct")
 
 AUTH_REFUSED = "authentication failed"
 _HIGH_WATER = 256 * 1024
+_MAX_PARTS = 512  # pieces a frame may have for write_parts to give them to one writev
 READ_SIZE = 256 * 1024
 """The usual read buffer: a frame that fits is cut where it lies; a larger one gets its own."""
 _MIN_ROOM = 64 * 1024
@@ -267,6 +269,16 @@ class Connection:
         self.reason = ""
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._out: list[bytes] = []
+        # The socket's descriptor, for write_parts, where the transport is a plain socket's
+        # (asyncio's selector transport; not TLS, not any other event loop's).
+        self._fd: int | None = None
+        sock = self.transport.get_extra_info("socket")
+        if (
+            sock is not None
+            and self.transport.get_extra_info("sslcontext") is None
+            and type(self.transport).__name__ == "_SelectorSocketTransport"
+        ):
+            self._fd = sock.fileno()
         self._out_size = 0
         self._flush_due = False
 
@@ -366,6 +378,40 @@ class Connection:
             self._flush()
         else:
             self.transport.write(frame)
+
+    def write_parts(self, parts: list[bytes]) -> None:
+        """``write`` of an encoded frame given in pieces. A large frame (of large messages)
+        goes out with one ``writev`` of its pieces where the socket takes it at once, so the
+        payloads are not first copied into one buffer: a sender of 16 KiB messages spent
+        most of what it spends over a raw one on that copy. Otherwise, and for what the
+        socket does not take, the pieces are joined and written the usual way."""
+        if self.ended:
+            raise ConnectionLost(f"connection to {self.name} is closed: {self.reason}")
+        fd = self._fd
+        if (
+            fd is not None
+            and len(parts) <= _MAX_PARTS
+            and not self._out
+            and not self.transport.get_write_buffer_size()
+            and not self.transport.is_closing()
+        ):
+            try:
+                sent = os.writev(fd, parts)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # the transport meets the error on its own write, and ends as usual
+            if not sent:
+                self.transport.write(b"".join(parts))
+                return
+            for at, part in enumerate(parts):
+                if sent < len(part):
+                    rest: list[bytes | memoryview] = [memoryview(part)[sent:], *parts[at + 1 :]]
+                    self.transport.write(b"".join(rest))
+                    return
+                sent -= len(part)
+            return
+        self.write(b"".join(parts))
 
     def _flush(self) -> None:
         self._flush_due = False

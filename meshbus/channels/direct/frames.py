@@ -9,7 +9,13 @@ malformed raises ``ProtocolError``, and only that.
 from __future__ import annotations
 
 from meshbus.channels.direct._decode import FrameDecoder, lone_pub
-from meshbus.channels.direct._encode import encode, encode_one, encode_pubs, encode_reply
+from meshbus.channels.direct._encode import (
+    encode,
+    encode_one,
+    encode_pub_parts,
+    encode_pubs,
+    encode_reply,
+)
 from meshbus.channels.direct._types import (
     DEFAULT_MAX_FRAME,
     MAGIC,
@@ -57,6 +63,7 @@ __all__ = [
     "Uninterest",
     "encode",
     "encode_one",
+    "encode_pub_parts",
     "encode_pubs",
     "encode_reply",
     "lone_pub",

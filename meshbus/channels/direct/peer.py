@@ -23,7 +23,7 @@ from meshbus.channels.direct.frames import (
     Reply,
     Uninterest,
     encode_one,
-    encode_pubs,
+    encode_pub_parts,
 )
 from meshbus.errors import AuthenticationFailed, ConnectionLost, ProtocolError
 from meshbus.subjects import SubjectIndex
@@ -308,13 +308,13 @@ class Peer:
             end = min(len(items), at + self._credit)
             first = self.seq + 1
             limit = min(conn.peer.max_frame, PUB_FRAME_TARGET)
-            frame, count = encode_pubs(first, items[at:end], 0, limit)
+            parts, count = encode_pub_parts(first, items[at:end], 0, limit)
             self.seq += count
             self._credit -= count
             batch = Batch(first, self.seq, loop.create_future())
             self._pending.append(batch)
             self._idle.clear()
-            conn.write(frame)
+            conn.write_parts(parts)
             sent.append((batch, at))
             at += count
             await conn.drain()
