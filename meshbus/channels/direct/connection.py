@@ -275,6 +275,7 @@ class Connection:
         sock = self.transport.get_extra_info("socket")
         if (
             sock is not None
+            and hasattr(os, "writev")  # not on Windows
             and self.transport.get_extra_info("sslcontext") is None
             and type(self.transport).__name__ == "_SelectorSocketTransport"
         ):
