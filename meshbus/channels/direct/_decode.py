@@ -8,6 +8,7 @@ import struct
 
 from meshbus.channels.direct._types import (
     _HAS_KEY,
+    _MORE,
     _MSG_HEAD,
     _ONE_HEAD,
     _PUB,
@@ -252,7 +253,7 @@ def _pub_loop(body: bytes | memoryview, in_place: bool) -> Pubs:
         raise ProtocolError("PUB frame has text that is not UTF-8") from exc
     if at != end:
         raise ProtocolError(f"PUB frame has {end - at} extra bytes")
-    return Pubs(tuple(messages))
+    return Pubs(tuple(messages), flags & _MORE == _MORE)
 
 
 _FIXED: dict[int, tuple[type[Accept | Credit | Ping | Pong], struct.Struct, str]] = {

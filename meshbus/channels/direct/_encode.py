@@ -10,6 +10,7 @@ from meshbus.channels.direct._types import (
     _ACCEPT,
     _HAS_KEY,
     _HEAD,
+    _MORE,
     _MSG_HEAD,
     _ONE_FRAME,
     _PUB,
@@ -73,11 +74,17 @@ def encode_pubs(
     items: Sequence[tuple[Envelope, tuple[int, ...], bool]],
     start: int = 0,
     limit: int = DEFAULT_MAX_FRAME,
+    more: bool = False,
 ) -> tuple[bytes, int]:
     """One PUB frame for ``items[start:]`` — each ``(envelope, targets, request)`` — numbered
     from ``first_seq``: as many as fit in ``limit`` bytes (at least one) and ``MAX_PUBS``.
-    Return the frame and how many messages it carries."""
-    parts, count = encode_pub_parts(first_seq, items, start, limit)
+    Return the frame and how many messages it carries.
+
+    The frame's last message gets the MORE flag when some of ``items`` are left for the frames
+    after it, or when ``more`` says that further frames follow at once: whoever writes it must
+    then write those without waiting for this frame's ACCEPT (which the listener may hold back
+    until theirs)."""
+    parts, count = encode_pub_parts(first_seq, items, start, limit, more)
     return b"".join(parts), count
 
 
@@ -86,11 +93,13 @@ def encode_pub_parts(
     items: Sequence[tuple[Envelope, tuple[int, ...], bool]],
     start: int = 0,
     limit: int = DEFAULT_MAX_FRAME,
+    more: bool = False,
 ) -> tuple[list[bytes], int]:
     """``encode_pubs``, the frame left in the pieces that make it up, in order (payloads
     among them, not copied): for a writer that can send them as they are."""
     parts: list[bytes] = [b""]
     pack = _MSG_HEAD.pack
+    head_at = 0  # where the last message's head is in parts
     size = 1 + _PUB_HEAD.size
     stop = min(len(items), start + MAX_PUBS)
     # The targets and subject of consecutive messages are mostly the very same objects: their
@@ -122,6 +131,7 @@ def encode_pub_parts(
             grown = size + _MSG_HEAD.size + len(middle) + len(message_id) + len(data)
             if grown > limit and at > start:
                 break
+            head_at = len(parts)
             parts += (
                 pack(flags, n_subject, len(message_id), n_targets, 0, 0, len(data)),
                 middle,
@@ -140,6 +150,7 @@ def encode_pub_parts(
             grown += len(headers) + len(data)
             if grown > limit and at > start:
                 break
+            head_at = len(parts)
             head = pack(
                 flags,
                 n_subject,
@@ -152,6 +163,9 @@ def encode_pub_parts(
             parts += (head, middle, message_id, raw_key, headers, data)
         size = grown
         at += 1
+    if at > start and (more or at < len(items)):
+        head = parts[head_at]
+        parts[head_at] = bytes((head[0] | _MORE,)) + head[1:]
     parts[0] = _HEAD.pack(size, _PUB) + _PUB_HEAD.pack(first_seq, at - start)
     return parts, at - start
 

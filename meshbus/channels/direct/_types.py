@@ -34,6 +34,7 @@ _ONE_FRAME = struct.Struct(">IBQHBBBHHII")
 _ONE_HEAD = struct.Struct(">QHBBBHHII")  # the body of a PUB frame up to its first message's fields
 _REQUEST = 1
 _HAS_KEY = 2
+_MORE = 4  # on a frame's last message: the frame is not the last of its write (see docs)
 _SMALL_FRAME = 2048
 MAX_PUBS = 0xFFFF
 """The most messages one PUB frame carries."""
@@ -138,9 +139,12 @@ class Pub(Envelope):
 
 @dataclass(slots=True)  # not frozen: made for every PUB frame, and frozen init is slower
 class Pubs:
-    """A PUB frame: messages with consecutive sequence numbers, in publish order."""
+    """A PUB frame: messages with consecutive sequence numbers, in publish order. ``more``:
+    the publisher sends more frames right after this one (its last message has the MORE
+    flag), so the listener may leave this frame's ACCEPT to theirs."""
 
     messages: tuple[Pub, ...]
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,9 @@ __all__ = ["DirectListener"]
 
 log = logging.getLogger("meshbus.direct")
 _new = object.__new__
+_DEFERRED_FOR = 0.005
+"""Seconds a deferred ACCEPT waits at most for the frame after its own (see
+``_Served.accept_later``)."""
 
 
 _Targets = tuple[list[_Group], set[str]]
@@ -92,6 +95,37 @@ class _Served:
         self.task: asyncio.Task[None] | None = None
         self.on_take: Callable[[], None] = self.taken
         self.token_prefix = f"{id(self):x}."  # reply-to tokens of this connection's requests
+        self.accepted = 0  # the last seq ACCEPTed
+        self.deferred = 0  # a later seq whose ACCEPT waits for the frames after it (MORE)
+        self.alarm: asyncio.TimerHandle | None = None  # sends a deferred ACCEPT in the end
+
+    def accept(self, seq: int, *, now: bool = False) -> None:
+        """ACCEPT every message up to ``seq`` (what a deferred ACCEPT covered too)."""
+        if seq > self.accepted:
+            self.accepted = seq
+            self.conn.send(Accept(seq), now=now)
+
+    def accept_later(self, seq: int) -> None:
+        """ACCEPT ``seq`` with the frame after it, which its publisher is sending now (its
+        frame had the MORE flag): one confirmation, and one wake-up of the publisher, for a
+        run of frames. Once a quarter of the credit waits (the publisher then holds that much
+        unconfirmed), or ``_DEFERRED_FOR`` seconds pass without the next frame (a publish
+        cancelled between its frames), it goes on its own."""
+        self.deferred = seq
+        if seq - self.accepted >= self.batch:
+            self.accept(seq, now=True)
+        elif self.alarm is None:
+            self.alarm = asyncio.get_running_loop().call_later(_DEFERRED_FOR, self._overdue)
+
+    def _overdue(self) -> None:
+        self.alarm = None
+        self.accept_deferred()
+
+    def accept_deferred(self) -> None:
+        """Send the deferred ACCEPT now, if there is one (the alarm's, or before a BYE)."""
+        if self.deferred > self.accepted and not self.conn.ended:
+            with contextlib.suppress(ConnectionLost):
+                self.accept(self.deferred, now=True)
 
     def taken(self) -> None:
         if self.progress.wanted:
@@ -251,10 +285,10 @@ class DirectListener:
             pubs = frame.messages
             if served.backlog:
                 served.backlog.extend((pub, None, False) for pub in pubs)
-            elif len(pubs) == 1:
+            elif len(pubs) == 1 and not frame.more:
                 self._on_pub(served, pubs[0])
             else:
-                self._take(served, pubs)
+                self._take(served, pubs, frame.more)
         elif not isinstance(frame, Bye):
             log.debug("ignoring %s from a publisher", type(frame).__name__)
 
@@ -298,10 +332,11 @@ class DirectListener:
                 return
         self._take(served, (pub,))
 
-    def _take(self, served: _Served, pubs: tuple[Pub, ...]) -> None:
-        """Queue a PUB frame's messages locally, in order, and ACCEPT them in one frame. One
-        that waits for room in a broadcast subscriber's buffer sends it and all that follow to
-        the backlog, which ``_work_off`` empties."""
+    def _take(self, served: _Served, pubs: tuple[Pub, ...], more: bool = False) -> None:
+        """Queue a PUB frame's messages locally, in order, and ACCEPT them in one frame (with
+        the frames after it when ``more``). One that waits for room in a broadcast
+        subscriber's buffer sends it and all that follow to the backlog, which ``_work_off``
+        empties."""
         # The usual case in place: a published message for exactly one local group. Runs of
         # messages share one targets tuple (the decoder reuses it), so it is resolved per run.
         last: tuple[int, ...] | None = None
@@ -325,13 +360,15 @@ class DirectListener:
                 served.backlog.append((pub, *waiting))
                 served.backlog.extend((later, None, False) for later in pubs[at + 1 :])
                 if at:
-                    served.conn.send(Accept(pub.seq - 1))
+                    served.accept(pub.seq - 1)
                 served.task = asyncio.create_task(self._work_off(served))
                 return
         # The ACCEPT goes at once, before local subscribers get to run, while the publisher
         # waits for it. A request (always alone in its frame) is answered by its REPLY.
-        if not pubs[0].request:
-            served.conn.send(Accept(pubs[-1].seq), now=True)
+        if more:
+            served.accept_later(pubs[-1].seq)
+        elif not pubs[0].request:
+            served.accept(pubs[-1].seq, now=True)
         if self._progress.wanted:
             self._progress.event.set()
 
@@ -353,11 +390,11 @@ class DirectListener:
             backlog.popleft()
             self._progress.made()
             if not backlog:  # nothing awaited from here on: frames arriving now go to _take
-                conn.send(Accept(pub.seq))
+                served.accept(pub.seq)
                 served.task = None
                 return
             if pub.seq - last_accept >= 64:
-                conn.send(Accept(pub.seq))
+                served.accept(pub.seq)
                 last_accept = pub.seq
             await conn.drain()
 
@@ -498,6 +535,7 @@ class DirectListener:
         self._draining = True  # PUBs still on their way are refused: they go to other members
         self._progress.wanted = True
         for served in list(self._served):
+            served.accept_deferred()  # what it queued is confirmed before it says goodbye
             with contextlib.suppress(ConnectionLost):
                 served.conn.send(Bye("listener is closing"))
         with contextlib.suppress(TimeoutError):
@@ -515,6 +553,7 @@ class DirectListener:
         if self._server is not None:
             self._server.close()
         for served in list(self._served):
+            served.accept_deferred()
             await served.conn.close("listener closed")
         for handler in list(self._handlers):
             handler.cancel()

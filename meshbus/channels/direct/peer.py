@@ -308,7 +308,10 @@ class Peer:
             end = min(len(items), at + self._credit)
             first = self.seq + 1
             limit = min(conn.peer.max_frame, PUB_FRAME_TARGET)
-            parts, count = encode_pub_parts(first, items[at:end], 0, limit)
+            # The frames of one send go out back to back (waiting for credit and room in the
+            # socket, never for an ACCEPT): all but the last are marked MORE, and the listener
+            # confirms them together, waking this process once per send rather than per frame.
+            parts, count = encode_pub_parts(first, items[at:end], 0, limit, end < len(items))
             self.seq += count
             self._credit -= count
             batch = Batch(first, self.seq, loop.create_future())
