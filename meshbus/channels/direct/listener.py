@@ -18,6 +18,7 @@ import functools
 import itertools
 import logging
 import os
+import socket
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -238,6 +239,9 @@ class DirectListener:
             )
         except OSError as exc:
             raise ConnectFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        if self.config.rcvbuf:  # inherited by each connection it accepts (see DEFAULT_RCVBUF)
+            for sock in self._server.sockets:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.rcvbuf)
 
     def _accepted(self, wire: Wire) -> None:
         handler = asyncio.create_task(self._serve(wire))
