@@ -5,7 +5,9 @@ Real sockets against a real listener; the test speaks the protocol itself, to se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -71,12 +73,12 @@ async def frames_from(reader: asyncio.StreamReader, count: int) -> list[object]:
     return got
 
 
-async def serving(credit: int = 1024) -> tuple[meshbus.Bus, int, meshbus.Subscription]:
+@contextlib.asynccontextmanager
+async def serving(credit: int = 1024) -> AsyncIterator[tuple[int, meshbus.Subscription]]:
+    """A listening bus's port and its subscription to ``orders.>`` (group ``g``)."""
     bus = meshbus.connect("memory://unused", listen=f"tcp://127.0.0.1:0?credit={credit}")
-    await bus.start()
-    sub = bus.subscribe("orders.>", group="g")
-    await sub.__aenter__()
-    return bus, bus._listener.port, sub  # type: ignore[union-attr]
+    async with bus, bus.subscribe("orders.>", group="g") as sub:
+        yield bus._listener.port, sub  # type: ignore[union-attr]
 
 
 @pytest.mark.asyncio
@@ -84,8 +86,7 @@ async def test_a_run_of_frames_is_accepted_once_by_the_last(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(listener_module, "_DEFERRED_FOR", 60.0)  # only the last frame answers
-    bus, port, sub = await serving()
-    try:
+    async with serving() as (port, sub):
         reader, writer, interest = await said_hello(port)
         batch = items(interest, 5)
         first, _ = encode_pubs(1, batch[:3], more=True)
@@ -101,25 +102,25 @@ async def test_a_run_of_frames_is_accepted_once_by_the_last(
         for msg in got:
             await msg.ack()
         writer.close()
-    finally:
-        await sub.__aexit__(None, None, None)
-        await bus.close()
+
+
+async def first_answer(frames: Callable[[int], list[bytes]], credit: int = 1024) -> object:
+    """Write the PUB frames that ``frames`` makes for the listener's interest id, in one go;
+    return the first frame the listener sends back."""
+    async with serving(credit) as (port, _):
+        reader, writer, interest = await said_hello(port)
+        writer.write(b"".join(frames(interest)))
+        (answer,) = await frames_from(reader, 1)
+        writer.close()
+        return answer
 
 
 @pytest.mark.asyncio
 async def test_a_run_cut_short_is_still_accepted() -> None:
     """A publisher that sends a MORE frame and nothing after it (its publish was cancelled
     between frames) still gets its ACCEPT, a few milliseconds later."""
-    bus, port, sub = await serving()
-    try:
-        reader, writer, interest = await said_hello(port)
-        writer.write(encode_pubs(1, items(interest, 2), more=True)[0])
-        (answer,) = await frames_from(reader, 1)
-        assert answer == Accept(2)
-        writer.close()
-    finally:
-        await sub.__aexit__(None, None, None)
-        await bus.close()
+    answer = await first_answer(lambda interest: [encode_pubs(1, items(interest, 2), more=True)[0]])
+    assert answer == Accept(2)
 
 
 @pytest.mark.asyncio
@@ -128,18 +129,13 @@ async def test_a_long_run_is_accepted_every_quarter_of_the_credit(
 ) -> None:
     """The publisher holds at most a quarter of the credit unconfirmed, however long its run."""
     monkeypatch.setattr(listener_module, "_DEFERRED_FOR", 60.0)
-    bus, port, sub = await serving(credit=16)  # a quarter: 4 messages
-    try:
-        reader, writer, interest = await said_hello(port)
+
+    def run_of_three(interest: int) -> list[bytes]:
         batch = items(interest, 6)
-        for first in (1, 3, 5):
-            writer.write(encode_pubs(first, batch[first - 1 : first + 1], more=True)[0])
-        (answer,) = await frames_from(reader, 1)
-        assert answer == Accept(4)
-        writer.close()
-    finally:
-        await sub.__aexit__(None, None, None)
-        await bus.close()
+        return [encode_pubs(n, batch[n - 1 : n + 1], more=True)[0] for n in (1, 3, 5)]
+
+    # A credit of 16: a quarter of it is 4 messages, reached by the second frame.
+    assert await first_answer(run_of_three, credit=16) == Accept(4)
 
 
 @pytest.mark.asyncio
@@ -149,16 +145,11 @@ async def test_publish_many_over_many_frames_is_confirmed(
     """A publish_many of frames marked MORE is confirmed by the ACCEPT of its last frame, not
     by the listener's alarm: it returns at once with the alarm an hour away."""
     monkeypatch.setattr(listener_module, "_DEFERRED_FOR", 3600.0)
-    bus, port, sub = await serving()
-    try:
-        async with meshbus.connect(f"tcp://127.0.0.1:{port}") as client:
-            payload = b"y" * (64 * 1024)  # four to a 256 KiB frame
-            async with asyncio.timeout(10):
-                await client.publish_many([("orders.big", payload)] * 40)
-            got = [await anext(aiter(sub)) for _ in range(40)]
-            assert all(m.data == payload for m in got)
-            for msg in got:
-                await msg.ack()
-    finally:
-        await sub.__aexit__(None, None, None)
-        await bus.close()
+    async with serving() as (port, sub), meshbus.connect(f"tcp://127.0.0.1:{port}") as client:
+        payload = b"y" * (64 * 1024)  # four to a 256 KiB frame
+        async with asyncio.timeout(10):
+            await client.publish_many([("orders.big", payload)] * 40)
+        got = [await anext(aiter(sub)) for _ in range(40)]
+        assert all(m.data == payload for m in got)
+        for msg in got:
+            await msg.ack()
