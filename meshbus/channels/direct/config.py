@@ -9,7 +9,8 @@ Options (URL query, or ``options={"tcp": {...}}`` for those that are not text):
 ``max_payload``    largest payload in bytes; 64 MiB
 ``buffer``         undelivered messages a local broadcast subscriber may hold; 10000
 ``rcvbuf``         a listen address only: the receive buffer of its connections in bytes
-                   (``SO_RCVBUF``), 1 MiB; 0 leaves the system's autotuning
+                   (``SO_RCVBUF``, which Linux caps at ``net.core.rmem_max``), 1 MiB; 0
+                   leaves the system's autotuning
 ``connect_timeout``  seconds ``start()`` waits for a first peer; 10
 ``reconnect_min`` / ``reconnect_max``  reconnect backoff bounds in seconds; 0.1 / 5
 ``ssl``            an ``ssl.SSLContext`` (options only)
