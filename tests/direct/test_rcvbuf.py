@@ -4,10 +4,12 @@ accepts has it; 0 leaves the system's autotuning. Real sockets, read back from t
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
 import meshbus
+from meshbus.channels.direct import config
 from meshbus.channels.direct.config import DEFAULT_RCVBUF
 from meshbus.errors import InvalidURL
 
@@ -32,11 +34,15 @@ async def accepted_rcvbuf(query: str) -> tuple[int, int]:
             )
 
 
+def rmem_max() -> int:
+    with open("/proc/sys/net/core/rmem_max") as limit:
+        return int(limit.read())
+
+
 def granted(size: int) -> int:
     """What Linux reports for SO_RCVBUF set to ``size``: capped at ``net.core.rmem_max``, then
     doubled (the other half is its bookkeeping)."""
-    with open("/proc/sys/net/core/rmem_max") as limit:
-        return 2 * min(size, int(limit.read()))
+    return 2 * min(size, rmem_max())
 
 
 def system_default() -> int:
@@ -46,10 +52,31 @@ def system_default() -> int:
 
 @pytest.mark.asyncio
 async def test_connections_get_the_listeners_receive_buffer() -> None:
-    listening, accepted = await accepted_rcvbuf("")
-    assert listening == accepted == granted(DEFAULT_RCVBUF)
     listening, accepted = await accepted_rcvbuf("rcvbuf=65536")
     assert listening == accepted == granted(65536)
+
+
+@pytest.mark.asyncio
+async def test_the_default_where_the_system_grants_it() -> None:
+    """1 MiB where net.core.rmem_max allows it; where it does not, autotuning rather than a
+    capped buffer (which did worse than autotuning)."""
+    listening, accepted = await accepted_rcvbuf("")
+    assert listening == accepted
+    if rmem_max() >= DEFAULT_RCVBUF:
+        assert accepted == granted(DEFAULT_RCVBUF)
+    else:
+        assert listening == system_default()
+
+
+def test_the_default_follows_rmem_max(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    limit = tmp_path / "rmem_max"
+    monkeypatch.setattr(config, "_RMEM_MAX", str(limit))
+    limit.write_text("212992\n")
+    assert config.default_rcvbuf() == 0
+    limit.write_text(f"{4 * DEFAULT_RCVBUF}\n")
+    assert config.default_rcvbuf() == DEFAULT_RCVBUF
+    limit.unlink()
+    assert config.default_rcvbuf() == DEFAULT_RCVBUF  # no such limit to respect
 
 
 @pytest.mark.asyncio
