@@ -26,6 +26,31 @@ URLS = {
 }
 
 
+KAFKA_GROUP_SETTLED = """
+import asyncio
+from aiokafka.admin import AIOKafkaAdminClient
+
+async def main():
+    admin = AIOKafkaAdminClient(bootstrap_servers="kafka:9092")
+    await admin.start()
+    try:
+        for _ in range(200):
+            (answer,) = await admin.describe_consumer_groups(["workers@jobs.>"])
+            _, _, state, _, _, members = answer.groups[0]
+            if state == "Stable" and len(members) == 2:
+                print("settled")
+                return
+            await asyncio.sleep(0.3)
+        print("not settled:", state, len(members))
+    finally:
+        await admin.close()
+
+asyncio.run(main())
+"""
+"""Run in a container on the stack's network: waits until the workers' consumer group is
+stable with both members (each then has its partitions)."""
+
+
 @pytest.mark.parametrize("broker", list(URLS))
 def test_replicas_share_a_group_over_a_broker(
     engine: docker.DockerClient, images: str, broker: str
@@ -43,6 +68,15 @@ def test_replicas_share_a_group_over_a_broker(
             lambda: sum(r["kind"] == "ready" for r in stack.logs.records("worker")) == 2,
             60,
         )
+        if broker == "kafka":
+            # A member is ready once it has its first partitions, and the second one to join
+            # starts a rebalance that may still be running: jobs published then all go to
+            # whichever member holds the partitions at that moment.
+            settled = stack.compose(
+                "run", "--rm", "--no-deps", "producer", "python", "-c", KAFKA_GROUP_SETTLED,
+                timeout=120,
+            )  # fmt: skip
+            assert "settled" in settled, settled
         out = stack.compose(
             "run", "--rm", "--no-deps", "producer", "python", "examples/producer.py",
             "--jobs", "200", "--events", "3", "--requests", "2", "--settle", "2", "--keys", "16",
