@@ -85,7 +85,14 @@ async def test_zero_leaves_the_systems_own() -> None:
     assert listening == system_default()
 
 
-@pytest.mark.parametrize("url", ["tcp://127.0.0.1:0?rcvbuf=-1", "tcp://127.0.0.1:0?rcvbuf=big"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "tcp://127.0.0.1:0?rcvbuf=-1",
+        "tcp://127.0.0.1:0?rcvbuf=big",
+        f"tcp://127.0.0.1:0?rcvbuf={1 << 31}",  # more than the socket option holds
+    ],
+)
 def test_a_bad_rcvbuf_is_a_clear_error(url: str) -> None:
     with pytest.raises(InvalidURL, match="rcvbuf"):
         meshbus.connect("memory://unused", listen=url)

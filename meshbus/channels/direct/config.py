@@ -112,7 +112,7 @@ class DirectConfig:
         except (TypeError, ValueError) as exc:
             raise InvalidURL(url, f"a numeric option is not a number: {exc}") from exc
         reject_unknown(url, parts.scheme, values)
-        if rcvbuf.get("rcvbuf", 0) < 0:
+        if not 0 <= rcvbuf.get("rcvbuf", 0) < 1 << 31:
             raise InvalidURL(url, "rcvbuf must be 0 (the system's own) or a size in bytes")
         if any(value <= 0 for value in numbers.values()):
             raise InvalidURL(url, "numeric options must be greater than zero")

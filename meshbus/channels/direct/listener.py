@@ -241,7 +241,10 @@ class DirectListener:
             raise ConnectFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         if self.config.rcvbuf:  # inherited by each connection it accepts (see DEFAULT_RCVBUF)
             for sock in self._server.sockets:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.rcvbuf)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.rcvbuf)
+                except OSError as exc:  # the system's own buffer serves, if less well
+                    log.warning("listener %s:%s: rcvbuf not set: %s", host, port, exc)
 
     def _accepted(self, wire: Wire) -> None:
         handler = asyncio.create_task(self._serve(wire))
