@@ -198,6 +198,13 @@ class Message:
                 "there is nobody to respond to"
             )
         if type(payload) is bytes:
+            if headers is None and not self._settled:
+                # A settler that can answer at once (a member of an in-process hub: memory://,
+                # and what a tcp:// listener queues) responds and acks without a coroutine
+                # for either: the loop `async for msg in sub: await msg.respond(data)`.
+                answer = getattr(self._settler, "answer", None)
+                if answer is not None and answer(self, payload):
+                    return  # False: over the largest payload, which the long way raises
             data, content_type = payload, None
         else:
             data, content_type = codec.encode(payload)
