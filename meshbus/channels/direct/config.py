@@ -103,17 +103,21 @@ class DirectConfig:
             raise InvalidURL(url, "the ssl option must be an ssl.SSLContext (pass it in options=)")
         token = values.pop("token", None)
         numbers: dict[str, float] = {}
-        rcvbuf: dict[str, float] = {}
+        given: dict[str, int] = {}  # rcvbuf, where 0 is a value of its own
         try:
             move_typed(values, numbers, floats=_FLOATS)
             move_typed(values, numbers, ints=_INTS)
             if listening:
-                move_typed(values, rcvbuf, ints=("rcvbuf",))
+                move_typed(values, given, ints=("rcvbuf",))
         except (TypeError, ValueError) as exc:
             raise InvalidURL(url, f"a numeric option is not a number: {exc}") from exc
         reject_unknown(url, parts.scheme, values)
-        if not 0 <= rcvbuf.get("rcvbuf", 0) < 1 << 31:
-            raise InvalidURL(url, "rcvbuf must be 0 (the system's own) or a size in bytes")
+        if "rcvbuf" in given:
+            rcvbuf = given["rcvbuf"]
+            if not 0 <= rcvbuf < 1 << 31:
+                raise InvalidURL(url, "rcvbuf must be 0 (the system's own) or a size in bytes")
+        else:  # the system's limit is read only when it decides something
+            rcvbuf = default_rcvbuf() if listening else 0
         if any(value <= 0 for value in numbers.values()):
             raise InvalidURL(url, "numeric options must be greater than zero")
         max_payload = int(numbers.get("max_payload", DEFAULT_MAX_PAYLOAD))
@@ -134,7 +138,7 @@ class DirectConfig:
             reconnect_min=numbers.get("reconnect_min", 0.1),
             reconnect_max=numbers.get("reconnect_max", 5.0),
             ssl=context,
-            rcvbuf=int(rcvbuf.get("rcvbuf", default_rcvbuf() if listening else 0)),
+            rcvbuf=rcvbuf,
             extra=passed,
         )
 
