@@ -10,15 +10,14 @@ import struct
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from test_bad_peers import said_hello  # the hello exchange, and the id of orders.> (group g)
 
 import meshbus
 from meshbus.channels.direct import listener as listener_module
 from meshbus.channels.direct.frames import (
     Accept,
     FrameDecoder,
-    Hello,
     Pubs,
-    encode,
     encode_pubs,
 )
 from meshbus.transport import Envelope
@@ -52,15 +51,6 @@ def test_frames_but_the_last_of_a_write_are_marked_more() -> None:
     assert isinstance(told, Pubs)
     assert (alone.more, told.more) == (False, True)
     assert alone.messages == told.messages
-
-
-async def said_hello(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"".join(encode(Hello(node="test", max_frame=1 << 20, credit=0))))
-    (theirs,) = await frames_from(reader, 1)
-    assert isinstance(theirs, Hello)
-    (interest,) = [i.id for i in theirs.interests if i.pattern == "orders.>"]
-    return reader, writer, interest
 
 
 async def frames_from(reader: asyncio.StreamReader, count: int) -> list[object]:
