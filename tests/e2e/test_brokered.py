@@ -26,6 +26,28 @@ URLS = {
 }
 
 
+KAFKA_JOBS_TOPIC = """
+import asyncio
+import dataclasses
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from meshbus_kafka._names import topic_of
+from meshbus_kafka._options import KafkaOptions
+
+async def main():
+    partitions = {f.name: f.default for f in dataclasses.fields(KafkaOptions)}["partitions"]
+    admin = AIOKafkaAdminClient(bootstrap_servers="kafka:9092")
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic_of("jobs.work"), partitions, 1)])
+        print("created")
+    finally:
+        await admin.close()
+
+asyncio.run(main())
+"""
+"""Run in a container on the stack's network before the workers start: creates the topic of
+``jobs.work`` as the producer's first publish would (same name, meshbus's default partitions)."""
+
 KAFKA_GROUP_SETTLED = """
 import asyncio
 from aiokafka.admin import AIOKafkaAdminClient
@@ -62,6 +84,17 @@ def test_replicas_share_a_group_over_a_broker(
     }
     stack = Stack(engine, f"brokered-{broker}", ["brokered.yml"], env, [broker])
     try:
+        if broker == "kafka":
+            # The workers subscribe to jobs.> by pattern. A topic that appears after they
+            # joined is picked up by each member's own metadata refresh, and the first member
+            # to see it is given all of its partitions until the next rebalance: the jobs
+            # published first would all go to that one. So the topic is there before they are.
+            stack.compose("up", "--detach", "--wait", broker, timeout=300)
+            created = stack.compose(
+                "run", "--rm", "--no-deps", "producer", "python", "-c", KAFKA_JOBS_TOPIC,
+                timeout=120,
+            )  # fmt: skip
+            assert "created" in created, created
         stack.compose("up", "--detach", "--wait", broker, "worker", timeout=300)
         wait_for(
             "two workers ready",
