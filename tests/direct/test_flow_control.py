@@ -28,7 +28,7 @@ async def test_a_slow_subscriber_bounds_what_waits_for_it() -> None:
             async def slow_consumer() -> None:
                 nonlocal deepest
                 async for msg in sub:
-                    deepest = max(deepest, sum(len(g.queue) for g in hub.groups.values()))
+                    deepest = max(deepest, hub.queued())
                     await asyncio.sleep(0.002)  # the slow part
                     handled.append(msg.json())
                     await msg.ack()
