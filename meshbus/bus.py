@@ -7,9 +7,10 @@ import itertools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from meshbus import codec
+from meshbus._link import Closeable, Subscribable
 from meshbus._resource import AsyncResource
 from meshbus.config import BusConfig, parse_url, resolve_config
 from meshbus.errors import (
@@ -27,7 +28,14 @@ from meshbus.routing import Router
 from meshbus.service import Handler, Service
 from meshbus.subjects import validate_group, validate_pattern, validate_subject
 from meshbus.subscription import Subscription
-from meshbus.transport import Capabilities, Envelope, Transport, TransportFactory
+from meshbus.transport import (
+    Capabilities,
+    Envelope,
+    Listener,
+    ListeningFactory,
+    Transport,
+    TransportFactory,
+)
 
 __all__ = ["Bus", "Outgoing", "connect"]
 
@@ -37,7 +45,6 @@ DEFAULT_REQUEST_TIMEOUT = 5.0
 DEFAULT_PREFETCH = 256
 
 _NEW, _OPEN, _CLOSING, _CLOSED = range(4)
-_new = object.__new__
 
 
 @dataclass(slots=True)
@@ -105,10 +112,11 @@ class Bus(AsyncResource):
         self._registry = registry
         self._state = _NEW
         self._transports: dict[str, Transport] = {}
-        self._listener: Transport | None = None
+        self._listener: Listener | None = None
         self._router: Router[Transport] | None = None
         self._route_cache: dict[str, Transport] = {}
-        self._subscriptions: set[Subscription | Service] = set()
+        self._subscriptions: set[Closeable] = set()
+        self._link = _BusLink(self)
         self._pending = 0
         self._idle: asyncio.Future[None] | None = None  # close() waits on it for _pending 0
         self._id_prefix = os.urandom(6).hex() + "-"
@@ -154,15 +162,15 @@ class Bus(AsyncResource):
                 return self
             if self._state != _NEW:
                 raise Closed("this bus is closed; make a new one with meshbus.connect()")
-            started: list[Transport] = []
+            started: list[Transport | Listener] = []
             try:
                 # The listener first: the peers a route names may include this process.
-                for transport in [*filter(None, [self._listener]), *self._transports.values()]:
-                    await transport.start()
-                    started.append(transport)
+                for channel in self._channels():
+                    await channel.start()
+                    started.append(channel)
             except BaseException:
-                for transport in reversed(started):
-                    await transport.close(0)
+                for begun in reversed(started):
+                    await begun.close(0)
                 self._state = _CLOSED
                 raise
             routes = {pattern: self._transports[url] for pattern, url in self.config.routes.items()}
@@ -170,13 +178,16 @@ class Bus(AsyncResource):
             self._state = _OPEN
             return self
 
-    def _make_listener(self, url: str) -> Transport:
+    def _channels(self) -> list[Transport | Listener]:
+        """The listener first: the peers a route names may include this process."""
+        listener: list[Transport | Listener] = [] if self._listener is None else [self._listener]
+        return [*listener, *self._transports.values()]
+
+    def _make_listener(self, url: str) -> Listener:
         scheme, factory = self._factory(url)
-        listener = getattr(factory, "listener", None)
-        if listener is None:
+        if not isinstance(factory, ListeningFactory):
             raise NotSupported(f"{scheme}:// channels cannot listen; use a tcp:// listen address")
-        made: Transport = listener(url, self._options_for(scheme, factory))
-        return made
+        return factory.listener(url, self._options_for(scheme, factory))
 
     @property
     def closed(self) -> bool:
@@ -210,17 +221,16 @@ class Bus(AsyncResource):
                             await self._idle
                     except TimeoutError:
                         pass
-                quiesce = getattr(self._listener, "quiesce", None)
-                if quiesce is not None:
+                if self._listener is not None:
                     # Direct peers stop sending; what was accepted is handed out first.
-                    await quiesce(max(0.0, deadline - loop.time()))
+                    await self._listener.quiesce(max(0.0, deadline - loop.time()))
                 subs = list(self._subscriptions)
                 await asyncio.gather(
                     *(s.close(max(0.0, deadline - loop.time())) for s in subs),
                     return_exceptions=True,
                 )
-            for transport in [*filter(None, [self._listener]), *self._transports.values()]:
-                await transport.close(max(0.0, deadline - loop.time()))
+            for channel in self._channels():
+                await channel.close(max(0.0, deadline - loop.time()))
         finally:
             self._state = _CLOSED
             self._closed_event.set()
@@ -359,12 +369,12 @@ class Bus(AsyncResource):
             validate_group(group)
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
-        return Subscription(self, subject, group, prefetch)
+        return Subscription(self, subject, group, prefetch, link=self._link)
 
-    def _targets(self, pattern: str) -> list[Transport]:
+    def _targets(self, pattern: str) -> list[Subscribable]:
         self._check_open()
         assert self._router is not None
-        targets = [
+        targets: list[Subscribable] = [
             t
             for t in self._router.for_pattern(pattern)
             if not t.capabilities.subscribe_via_listener
@@ -412,20 +422,15 @@ class Bus(AsyncResource):
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         if on_error not in ("reject", "nack"):
             raise ValueError(f"on_error must be 'reject' or 'nack', got {on_error!r}")
-        return Service(subscription, handler, concurrency, on_error)
-
-    def _track(self, subscription: Subscription | Service, active: bool) -> None:
-        if active:
-            self._subscriptions.add(subscription)
-        else:
-            self._subscriptions.discard(subscription)
+        return Service(subscription, handler, concurrency, on_error, link=self._link)
 
     async def declare_group(self, subject: str, group: str) -> None:
         """Create ``group`` on ``subject`` so that it keeps messages before any member joins
         (durable channels only)."""
         validate_pattern(subject)
         validate_group(group)
-        for transport in self._targets(subject):
+        for target in self._targets(subject):
+            transport = cast(Transport, target)  # a listener is not durable: refused below
             if not transport.capabilities.durable:
                 raise NotSupported(
                     f"the channel for {subject!r} is not durable; groups exist only while a "
@@ -452,12 +457,10 @@ class Bus(AsyncResource):
         if transport is None:
             transport = self._transport_for(subject)
         if type(payload) is bytes and key is None and not headers:
-            # _envelope, written out for the usual request: bytes, no key, no headers.
+            # The usual request (bytes, no key, no headers) skips _envelope's checks.
             if len(payload) > transport.capabilities.max_payload:
                 raise PayloadTooLarge(len(payload), transport.capabilities.max_payload, subject)
-            envelope = _new(Envelope)  # Envelope(...), without a Python frame for __init__
-            envelope.subject, envelope.data, envelope.headers = subject, payload, {}
-            envelope.key, envelope.id = None, f"{self._id_prefix}{next(self._ids):x}"
+            envelope = Envelope(subject, payload, {}, None, f"{self._id_prefix}{next(self._ids):x}")
         else:
             envelope = self._envelope(transport, subject, payload, key, headers)
         self._pending += 1
@@ -467,3 +470,25 @@ class Bus(AsyncResource):
             self._pending -= 1
             if not self._pending and self._idle is not None:
                 self._end_idle()
+
+
+class _BusLink:
+    """The bus as its subscriptions and services see it (``meshbus._link.Link``)."""
+
+    __slots__ = ("_bus",)
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    @property
+    def drain_timeout(self) -> float:
+        return self._bus.drain_timeout
+
+    def targets(self, pattern: str) -> list[Subscribable]:
+        return self._bus._targets(pattern)
+
+    def opened(self, resource: Closeable) -> None:
+        self._bus._subscriptions.add(resource)
+
+    def closed(self, resource: Closeable) -> None:
+        self._bus._subscriptions.discard(resource)

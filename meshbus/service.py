@@ -6,13 +6,14 @@ with ``on_error="nack"``, delivered again), the error logged on the ``meshbus.se
 A handler that settles or responds itself is left to it.
 
 On a channel whose subscriptions can push (the memory channel's groups and the groups a direct
-listener serves, see ``_Member.poll``), a handler is started at once from whatever delivered
+listener serves: a ``PushSubscription``), a handler is started at once from whatever delivered
 the message — for a direct peer's request, the connection's read callback — and runs there
 until it first waits for something; only then does it go on in its worker task. A handler
 that never waits (the usual request handler: compute, return) answers without a trip through
 the event loop. While it runs there, ``asyncio.current_task()`` is its worker task, as it is
-afterwards, so ``asyncio.timeout`` and the like behave as in any task. Elsewhere the workers
-read the subscription themselves.
+afterwards, so ``asyncio.timeout`` and the like behave as in any task (``meshbus._aio``;
+where asyncio lacks what that needs, or under ``MESHBUS_SAFE=1``, handlers start in their
+worker task). Elsewhere the workers read the subscription themselves.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from collections.abc import Awaitable, Callable, Generator
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Literal
 
+from meshbus._aio import EAGER, enter_task, leave_task, running_task
+from meshbus._link import Link
 from meshbus._resource import AsyncResource
 from meshbus.errors import Closed
 from meshbus.message import Message
@@ -40,25 +43,9 @@ log = logging.getLogger("meshbus.serve")
 Handler = Callable[[Message], Awaitable[Any] | Any]
 """``handler(message)``: an ``async def`` (or a plain function); its result is the reply."""
 
-# Used to run the first step of a handler with its worker as the current task; where the
-# running Python has neither, handlers start in their worker task as a message's would.
-_enter_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None = getattr(
-    asyncio.tasks, "_enter_task", None
-)
-_leave_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None = getattr(
-    asyncio.tasks, "_leave_task", None
-)
 _current_task = asyncio.current_task
-_EAGER = _enter_task is not None and _leave_task is not None
-# The running task of a loop, without asyncio.current_task's own Python frame where the
-# table it reads is there to read.
-_current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
-_task_running: Callable[[asyncio.AbstractEventLoop | None], asyncio.Task[Any] | None] = (
-    _current_tasks.get if isinstance(_current_tasks, dict) else asyncio.current_task
-)
 
 _NEW, _OPEN, _CLOSED = range(3)
-_new = object.__new__
 _TURNS = 32  # messages a worker handles back to back before it lets the event loop run
 _FIRST_PAUSE, _LAST_PAUSE = 0.05, 5.0  # seconds a worker waits after a failed read, doubling
 
@@ -108,13 +95,13 @@ class _Worker:
 
 class _Waker:
     """Armed in the channel while a worker is idle; wakes the service when a message may be
-    taken (see ``memory.Wakeable``)."""
+    taken (a ``meshbus.transport.Wakeable``)."""
 
     __slots__ = ("fired", "service")
 
-    # Made by _offer without __init__, which sets both.
-    service: Service
-    fired: bool
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.fired = False
 
     def done(self) -> bool:
         return self.fired
@@ -143,8 +130,11 @@ class Service(AsyncResource):
         handler: Handler,
         concurrency: int,
         on_error: Literal["reject", "nack"],
+        *,
+        link: Link,
     ) -> None:
         self.bus: Bus = subscription.bus
+        self._link = link
         self.pattern = subscription.pattern
         self.handler = handler
         self.group = subscription.group
@@ -169,13 +159,12 @@ class Service(AsyncResource):
         if self._state == _CLOSED:
             raise Closed("this service is closed")
         await self._sub.start()
-        self.bus._track(self._sub, False)  # closed by this service, after its waker
-        self.bus._track(self, True)
+        self._link.closed(self._sub)  # closed by this service, after its waker
+        self._link.opened(self)
         loop = self._loop = asyncio.get_running_loop()
-        part = self._sub._single
-        self._poll = getattr(part, "poll", None) if part is not None else None
-        if self._poll is not None:
-            self._answer = getattr(part, "answer", None)
+        part = self._sub.pushable()
+        if part is not None:
+            self._poll, self._answer = part.poll, part.answer
         for _ in range(self.concurrency):
             worker = _Worker(self, loop)
             work = self._work(worker) if self._poll is not None else self._read(worker)
@@ -201,13 +190,12 @@ class Service(AsyncResource):
         self._offering = True
         poll, idle, loop = self._poll, self._idle, self._loop
         assert poll is not None
-        eager = _EAGER and _task_running(loop) is None
+        eager = EAGER and running_task(loop) is None
         waker: _Waker | None = None
         try:
             while idle:
                 if waker is None:  # kept while poll gives messages (it is armed only on None)
-                    waker = _new(_Waker)  # no Python frame for an __init__
-                    waker.service, waker.fired = self, False
+                    waker = _Waker(self)
                 message = poll(waker)
                 if message is None:
                     self._waker = waker
@@ -218,7 +206,7 @@ class Service(AsyncResource):
                     continue
                 eager = False
                 task = worker.task
-                _enter_task(loop, task)  # type: ignore[misc]  # _EAGER: not None
+                enter_task(loop, task)
                 try:
                     first = worker.context.run(worker.pump.send, message)
                 except (SystemExit, KeyboardInterrupt):
@@ -229,7 +217,7 @@ class Service(AsyncResource):
                     idle.append(worker)
                     continue
                 finally:
-                    _leave_task(loop, task)  # type: ignore[misc]  # _EAGER: not None
+                    leave_task(loop, task)
                 if first is _IDLE:
                     idle.append(worker)  # done without waiting: the worker never woke
                     continue
@@ -305,7 +293,7 @@ class Service(AsyncResource):
                     result = yield from result  # type: ignore[misc]  # allowed by types.coroutine
                 elif hasattr(result, "__await__"):
                     result = yield from result.__await__()
-                if not message._settled:
+                if not message.settled:
                     if message.reply_to is not None:
                         if type(result) is bytes and answer is not None and answer(message, result):
                             continue
@@ -330,7 +318,7 @@ class Service(AsyncResource):
             exc,
             exc_info=exc,
         )
-        if message._settled:
+        if message.settled:
             return
         try:
             if self.on_error == "nack":
@@ -354,14 +342,14 @@ class Service(AsyncResource):
             return
         was_open = self._state == _OPEN
         self._state = _CLOSED
-        self.bus._track(self, False)
+        self._link.closed(self)
         if not was_open:
             return
         if self._waker is not None:
             self._waker.fired = True  # the channel skips it from now on
             self._waker = None
         loop = asyncio.get_running_loop()
-        budget = self.bus.drain_timeout if timeout is None else timeout
+        budget = self._link.drain_timeout if timeout is None else timeout
         deadline = loop.time() + budget
         await self._sub.close(budget)  # waits for running handlers to settle, up to budget
         tasks = [w.task for w in self._workers]

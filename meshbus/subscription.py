@@ -7,10 +7,11 @@ import contextlib
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from meshbus._link import Link
 from meshbus._resource import AsyncResource
 from meshbus.errors import Closed
 from meshbus.message import Message
-from meshbus.transport import TransportSubscription
+from meshbus.transport import PushSubscription, TransportSubscription
 
 if TYPE_CHECKING:
     from meshbus.bus import Bus
@@ -27,8 +28,11 @@ class Subscription(AsyncResource):
     unsettled group messages go back to the group.
     """
 
-    def __init__(self, bus: Bus, pattern: str, group: str | None, prefetch: int) -> None:
+    def __init__(
+        self, bus: Bus, pattern: str, group: str | None, prefetch: int, *, link: Link
+    ) -> None:
         self.bus = bus
+        self._link = link
         self.pattern = pattern
         self.group = group
         self.prefetch = prefetch
@@ -44,7 +48,7 @@ class Subscription(AsyncResource):
             return self
         if self._state == 2:
             raise Closed("this subscription is closed")
-        targets = self.bus._targets(self.pattern)
+        targets = self._link.targets(self.pattern)
         try:
             for transport in targets:
                 self._parts.append(
@@ -58,8 +62,14 @@ class Subscription(AsyncResource):
         self._live = list(self._parts)
         self._single = self._parts[0] if len(self._parts) == 1 else None
         self._state = 1
-        self.bus._track(self, True)
+        self._link.opened(self)
         return self
+
+    def pushable(self) -> PushSubscription | None:
+        """The channel's own subscription when it is the only one and can push messages
+        (``Bus.serve`` then has it push to its handlers), else None."""
+        single = self._single
+        return single if isinstance(single, PushSubscription) else None
 
     def __aiter__(self) -> Subscription:
         return self
@@ -112,8 +122,8 @@ class Subscription(AsyncResource):
         if self._state == 2:
             return
         self._state = 2
-        self.bus._track(self, False)
-        budget = self.bus.drain_timeout if timeout is None else timeout
+        self._link.closed(self)
+        budget = self._link.drain_timeout if timeout is None else timeout
         unfinished = [key for key, task in self._reads.items() if not task.done()]
         for key in unfinished:
             self._reads.pop(key).cancel()  # armed, took nothing

@@ -1,5 +1,8 @@
 """The channel contract: what a transport must do so that a bus can use it.
 
+The contract's numbered points, the capabilities and what each conformance test checks are
+written out in ``docs/contract.md``; this module declares the same as types.
+
 A channel is any object that satisfies :class:`Transport`; no base class is needed. It is found
 by URL scheme through the entry-point group ``meshbus.transports``: the entry point names a
 callable ``factory(url, options) -> Transport``. The bus does the channel-independent work
@@ -8,6 +11,10 @@ before calling it (subject and header checks, encoding, the payload limit from
 guarantees it declares in :class:`Capabilities`.
 
 Every method is called from the event loop that started the transport; none is thread-safe.
+
+Two parts are optional, and found by type: a channel whose subscriptions are served at a listen
+address offers a :class:`Listener` (its factory is a :class:`ListeningFactory`), and a
+subscription that can push messages to ``Bus.serve`` is a :class:`PushSubscription`.
 """
 
 from __future__ import annotations
@@ -20,12 +27,17 @@ if TYPE_CHECKING:
     from meshbus.message import Message
 
 __all__ = [
+    "Answering",
     "Capabilities",
     "Envelope",
+    "Listener",
+    "ListeningFactory",
+    "PushSubscription",
     "Settler",
     "Transport",
     "TransportFactory",
     "TransportSubscription",
+    "Wakeable",
 ]
 
 
@@ -47,7 +59,8 @@ class Capabilities:
     no_responders: bool = False
     """``request()`` raises ``NoResponders`` at once when nobody subscribes."""
     replay: bool = False
-    """Past messages can be read again from the channel's log."""
+    """Past messages can be read again from the channel's log. Planned: no channel declares
+    it yet, and no conformance test reads it (``docs/contract.md#planned``)."""
     reconnects: bool = False
     """The channel holds connections that it re-establishes after a loss (contract point 11)."""
     subscribe_via_listener: bool = False
@@ -100,17 +113,33 @@ class Settler(Protocol):
 
 
 @runtime_checkable
+class Answering(Protocol):
+    """A settler that can answer a request at once: ``Message.respond(data)`` with bytes and
+    no headers, on a message not yet settled, calls ``answer`` instead of ``respond`` and
+    ``ack`` (no coroutine for either)."""
+
+    def answer(self, message: Message, data: bytes, /) -> bool:
+        """Send ``data`` as the reply and settle ``message`` as acked, now; return False, with
+        nothing done, when it cannot (``data`` over the largest payload): ``respond`` then
+        takes the long way, which says why."""
+
+
+class Wakeable(Protocol):
+    """What waits for a message to be ready: an ``asyncio.Future`` a task awaits, or a
+    callback object (push delivery, see :class:`PushSubscription`)."""
+
+    def done(self) -> bool:
+        """True once woken (or given up)."""
+
+    def set_result(self, result: None, /) -> None:
+        """Wake it; ``asyncio.InvalidStateError`` if it is done."""
+
+
+@runtime_checkable
 class TransportSubscription(Protocol):
     """The stream of messages of one subscription on one channel.
 
     Iteration ends (``StopAsyncIteration``) once the subscription is closed.
-
-    A subscription may also offer push delivery, which ``Bus.serve`` uses when it is the only
-    one of its pattern: ``poll(waker) -> Message | None`` returns the next message if one can
-    be taken now; otherwise it returns None and calls ``waker.set_result(None)`` once (from
-    whatever queues the next message) when one may be taken, after which ``poll`` is called
-    again. It skips a waker whose ``done()`` is true, takes nothing once closing, and counts
-    what it returns against ``prefetch`` as iteration does.
     """
 
     def __aiter__(self) -> AsyncIterator[Message]:
@@ -122,6 +151,22 @@ class TransportSubscription(Protocol):
     async def close(self, timeout: float) -> None:
         """Stop new deliveries, wait up to ``timeout`` seconds for delivered messages to be
         settled, then give the unsettled ones back to the group. Idempotent."""
+
+
+@runtime_checkable
+class PushSubscription(TransportSubscription, Protocol):
+    """A subscription that can push messages, which ``Bus.serve`` uses when it is the only
+    one of its pattern: a handler then starts from whatever queued its message."""
+
+    def poll(self, waker: Wakeable, /) -> Message | None:
+        """The next message if one can be taken now; otherwise None, and
+        ``waker.set_result(None)`` is called once (from whatever queues the next message) when
+        one may be taken, after which ``poll`` is called again. A waker whose ``done()`` is
+        true is skipped; nothing is taken once closing; what is returned counts against
+        ``prefetch`` as iteration does."""
+
+    def answer(self, message: Message, data: bytes, /) -> bool:
+        """As :meth:`Answering.answer`, for a message this subscription delivered."""
 
 
 @runtime_checkable
@@ -160,5 +205,39 @@ class Transport(Protocol):
         Idempotent."""
 
 
+@runtime_checkable
+class Listener(Protocol):
+    """What serves this process's subscriptions at a listen address (``listen=tcp://...``):
+    peers publish to it directly. It does not publish."""
+
+    capabilities: Capabilities
+
+    async def start(self) -> None:
+        """Listen. An address that cannot be listened on raises ``ConnectFailed``."""
+
+    async def subscribe(
+        self, pattern: str, group: str | None, prefetch: int
+    ) -> TransportSubscription:
+        """Serve a subscription; when this returns, every connected peer knows of it."""
+
+    async def quiesce(self, timeout: float) -> None:
+        """The first step of a bus's close: peers are told to send nothing new, and local
+        subscribers get up to ``timeout`` seconds to take what was already accepted."""
+
+    async def close(self, timeout: float) -> None:
+        """Stop listening and close every connection. Idempotent."""
+
+
 TransportFactory = Callable[[str, Mapping[str, Any]], Transport]
 """What an entry point in ``meshbus.transports`` names: ``factory(url, options)``."""
+
+
+@runtime_checkable
+class ListeningFactory(Protocol):
+    """A channel factory that can also serve a listen address."""
+
+    def __call__(self, url: str, options: Mapping[str, Any], /) -> Transport:
+        """The channel for ``url`` (a :data:`TransportFactory`)."""
+
+    def listener(self, url: str, options: Mapping[str, Any], /) -> Listener:
+        """What serves the listen address ``url``."""

@@ -13,7 +13,7 @@ import pytest
 from test_bad_peers import said_hello  # the hello exchange, and the id of orders.> (group g)
 
 import meshbus
-from meshbus.channels.direct import listener as listener_module
+from meshbus.channels.direct import inbound as inbound_module
 from meshbus.channels.direct.frames import (
     Accept,
     FrameDecoder,
@@ -75,7 +75,7 @@ async def serving(credit: int = 1024) -> AsyncIterator[tuple[int, meshbus.Subscr
 async def test_a_run_of_frames_is_accepted_once_by_the_last(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(listener_module, "_DEFERRED_FOR", 60.0)  # only the last frame answers
+    monkeypatch.setattr(inbound_module, "DEFERRED_FOR", 60.0)  # only the last frame answers
     async with serving() as (port, sub):
         reader, writer, interest = await said_hello(port)
         batch = items(interest, 5)
@@ -118,7 +118,7 @@ async def test_a_long_run_is_accepted_every_quarter_of_the_credit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The publisher holds at most a quarter of the credit unconfirmed, however long its run."""
-    monkeypatch.setattr(listener_module, "_DEFERRED_FOR", 60.0)
+    monkeypatch.setattr(inbound_module, "DEFERRED_FOR", 60.0)
 
     def run_of_three(interest: int) -> list[bytes]:
         batch = items(interest, 6)
@@ -134,7 +134,7 @@ async def test_publish_many_over_many_frames_is_confirmed(
 ) -> None:
     """A publish_many of frames marked MORE is confirmed by the ACCEPT of its last frame, not
     by the listener's alarm: it returns at once with the alarm an hour away."""
-    monkeypatch.setattr(listener_module, "_DEFERRED_FOR", 3600.0)
+    monkeypatch.setattr(inbound_module, "DEFERRED_FOR", 3600.0)
     async with serving() as (port, sub), meshbus.connect(f"tcp://127.0.0.1:{port}") as client:
         payload = b"y" * (64 * 1024)  # four to a 256 KiB frame
         async with asyncio.timeout(10):

@@ -18,7 +18,6 @@ import os
 from collections.abc import Callable
 
 from meshbus import _clock
-from meshbus.channels.direct._types import _REPLY_HEAD, _SMALL_FRAME
 from meshbus.channels.direct.frames import (
     DEFAULT_MAX_FRAME,
     Bye,
@@ -32,6 +31,8 @@ from meshbus.channels.direct.frames import (
     encode,
     lone_pub,
 )
+from meshbus.channels.direct.frames import REPLY_HEAD as _REPLY_HEAD
+from meshbus.channels.direct.frames import SMALL_FRAME as _SMALL_FRAME
 from meshbus.errors import AuthenticationFailed, ConnectionLost, ProtocolError
 
 __all__ = ["READ_SIZE", "Connection", "ConnectionSettings", "SilentPeer", "Wire"]

@@ -44,6 +44,8 @@ __all__ = ["TcpTransport"]
 
 GroupKey = tuple[str, str]
 Entries = list[tuple[int, GroupKey | None]]
+Candidates = list[tuple["Peer", int]]
+"""The members of one group a message may go to: each peer and its interest id there."""
 Plan = dict[Peer, Entries]
 Copies = list[tuple[Peer, tuple[int, ...], Entries]]
 """The copies of one message: each peer, the interests it is for there, and why."""
@@ -54,25 +56,27 @@ Outcomes = list[tuple[Peer, Entries, int]]
 class _Route:
     """Where a subject's messages go, worked out once per subject and kept until a peer
     connects, leaves or changes its interests: every peer's broadcast interests, and each
-    group's candidates (the connected members, or all if none is). ``fixed`` holds the copies
-    outright when no group leaves a choice to make."""
+    group's members (``everyone``) and the ones to choose from (``choices``: the connected
+    members, or all if none is). ``fixed`` holds the copies outright when no group leaves a
+    choice to make."""
 
-    __slots__ = ("broadcast", "fixed", "groups")
+    __slots__ = ("broadcast", "everyone", "fixed", "groups")
 
-    def __init__(
-        self, broadcast: Plan, groups: list[tuple[GroupKey, list[tuple[Peer, int]]]]
-    ) -> None:
+    def __init__(self, broadcast: Plan, everyone: list[tuple[GroupKey, Candidates]]) -> None:
         self.broadcast = broadcast
-        self.groups = groups
+        self.everyone = everyone
+        self.groups = [(key, _connected(candidates)) for key, candidates in everyone]
         self.fixed: Copies | None = None
-        if all(len(candidates) == 1 for _, candidates in groups):
+        if all(len(candidates) == 1 for _, candidates in self.groups):
             plan: Plan = {peer: list(entries) for peer, entries in broadcast.items()}
-            for key, [(peer, interest_id)] in groups:
+            for key, [(peer, interest_id)] in self.groups:
                 plan.setdefault(peer, []).append((interest_id, key))
             self.fixed = _copies(plan)
 
 
-_new = object.__new__
+def _connected(candidates: Candidates) -> Candidates:
+    """The connected candidates; all of them when none is (their copies wait for one)."""
+    return [c for c in candidates if c[0].ready.is_set()] or candidates
 
 
 def _copies(plan: Plan) -> Copies:
@@ -233,33 +237,9 @@ class TcpTransport:
 
     # -- planning --------------------------------------------------------------------------
 
-    def _plan(self, envelope: Envelope, exclude: set[tuple[Peer, GroupKey]] | None = None) -> Plan:
-        plan: Plan = {}
-        groups: dict[GroupKey, list[tuple[Peer, int]]] = {}
-        for peer in self.peers:
-            # A disconnected peer counts with its last known interests: its copies wait for it.
-            for interest in peer.index.lookup(envelope.subject):
-                if interest.group is None:
-                    plan.setdefault(peer, []).append((interest.id, None))
-                else:
-                    key = (interest.pattern, interest.group)
-                    if exclude is None or (peer, key) not in exclude:
-                        groups.setdefault(key, []).append((peer, interest.id))
-        for key, candidates in groups.items():
-            if exclude is not None and all((p, key) in exclude for p, _ in candidates):
-                continue
-            connected = [c for c in candidates if c[0].ready.is_set()]
-            candidates = connected or candidates
-            if envelope.key is not None:
-                peer, interest_id = candidates[hash(envelope.key) % len(candidates)]
-            else:
-                peer, interest_id = candidates[next(self._round_robin) % len(candidates)]
-            plan.setdefault(peer, []).append((interest_id, key))
-        return plan
-
     def _route(self, subject: str) -> _Route:
         broadcast: Plan = {}
-        groups: dict[GroupKey, list[tuple[Peer, int]]] = {}
+        groups: dict[GroupKey, Candidates] = {}
         for peer in self.peers:
             # A disconnected peer counts with its last known interests: its copies wait for it.
             for interest in peer.index.lookup(subject):
@@ -268,28 +248,39 @@ class TcpTransport:
                 else:
                     key = (interest.pattern, interest.group)
                     groups.setdefault(key, []).append((peer, interest.id))
-        choices = [
-            (key, [c for c in candidates if c[0].ready.is_set()] or candidates)
-            for key, candidates in groups.items()
-        ]
         if len(self._routes) >= 4096:
             self._routes.clear()
-        route = self._routes[subject] = _Route(broadcast, choices)
+        route = self._routes[subject] = _Route(broadcast, list(groups.items()))
         return route
 
-    def _copies(self, envelope: Envelope) -> Copies:
-        """The copies of ``envelope`` to send (the same choices as ``_plan``, from a cache)."""
+    def _plan(self, envelope: Envelope, exclude: set[tuple[Peer, GroupKey]] | None = None) -> Plan:
+        """Where the copies of ``envelope`` go: every broadcast interest, and one member per
+        group — by key where it has one, so a key's messages stay in order; round robin
+        otherwise — leaving out the members in ``exclude`` (which refused it)."""
         route = self._routes.get(envelope.subject) or self._route(envelope.subject)
-        if route.fixed is not None:
-            return route.fixed
         plan: Plan = {peer: list(entries) for peer, entries in route.broadcast.items()}
-        for key, candidates in route.groups:
+        if exclude is None:
+            groups = route.groups
+        else:
+            groups = []
+            for key, everyone in route.everyone:
+                left = [c for c in everyone if (c[0], key) not in exclude]
+                if left:
+                    groups.append((key, _connected(left)))
+        for key, candidates in groups:
             if envelope.key is not None:
                 peer, interest_id = candidates[hash(envelope.key) % len(candidates)]
             else:
                 peer, interest_id = candidates[next(self._round_robin) % len(candidates)]
             plan.setdefault(peer, []).append((interest_id, key))
-        return _copies(plan)
+        return plan
+
+    def _copies(self, envelope: Envelope) -> Copies:
+        """The copies of ``envelope`` to send: the route's own when it leaves no choice."""
+        route = self._routes.get(envelope.subject) or self._route(envelope.subject)
+        if route.fixed is not None:
+            return route.fixed
+        return _copies(self._plan(envelope))
 
     async def _publish(self, envelopes: Sequence[Envelope]) -> None:
         """Send every copy of every envelope, pipelined (PUB frames per peer), then wait for
@@ -490,15 +481,17 @@ class TcpTransport:
         except BaseException:  # cancelled (or lost): nobody waits for its reply any more
             peer.forget(seq)
             raise
-        message = _new(Message)  # Message._received, written out: once per request
-        message.subject, message.data, message.headers = (
+        return Message.delivered(
             envelope.subject,
             answer.data,
             answer.headers,
+            None,
+            envelope.id,
+            1,
+            None,
+            NO_SETTLER,
+            None,
         )
-        message.key, message.id, message.attempt, message.reply_to = None, envelope.id, 1, None
-        message.token, message._settler, message._settled = None, NO_SETTLER, False
-        return message
 
     async def _request(
         self, envelope: Envelope, timeout: float, refused_by: set[Peer] | None = None

@@ -4,6 +4,11 @@ Every frame is ``length:u32be | type:u8 | body``. :func:`encode` turns a frame i
 to write (a payload is never copied); :class:`FrameDecoder` turns received bytes back into
 frames, checking each length against its limit before buffering a byte of the body. Anything
 malformed raises ``ProtocolError``, and only that.
+
+This module is the one door to the frame types: the rest of the channel imports them from here,
+never from ``_types``, ``_encode`` or ``_decode``. ``REPLY_HEAD`` (length, type, seq and header
+count of a REPLY) and ``SMALL_FRAME`` are there for the connection's read callback, which reads
+a header-less REPLY in place.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from meshbus.channels.direct._encode import (
     encode_pubs,
     encode_reply,
 )
+from meshbus.channels.direct._types import _REPLY_HEAD as REPLY_HEAD
+from meshbus.channels.direct._types import _SMALL_FRAME as SMALL_FRAME
 from meshbus.channels.direct._types import (
     DEFAULT_MAX_FRAME,
     MAGIC,
@@ -45,6 +52,8 @@ __all__ = [
     "MAX_PUBS",
     "REFUSE_CLOSING",
     "REFUSE_NO_SUBSCRIBER",
+    "REPLY_HEAD",
+    "SMALL_FRAME",
     "VERSION",
     "Accept",
     "Bye",

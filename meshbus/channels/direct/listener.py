@@ -2,12 +2,13 @@
 
 It serves this process's subscriptions: each local group and each broadcast pattern is an
 *interest*, announced to every connected peer (and kept current); messages that peers send
-for those interests are queued into a private in-process hub, which gives the memory channel's
-semantics locally (one member per group, every broadcast subscriber, nack and redelivery among
-local members). They are queued from the connection's read callback, a PUB frame at a time,
-and the frame is ACCEPTed once they are (only a message waiting for room in a full broadcast
-buffer goes through a backlog task). Credit goes back to the sender as local subscribers take
-messages, so a slow consumer slows its publishers.
+for those interests are queued into a private in-process hub (``meshbus.channels.delivery``),
+which gives the memory channel's semantics locally (one member per group, every broadcast
+subscriber, nack and redelivery among local members). They are queued from the connection's
+read callback, a PUB frame at a time, and the frame is ACCEPTed once they are (only a message
+waiting for room in a full broadcast buffer goes through a backlog task). Credit goes back to
+the sender as local subscribers take messages, so a slow consumer slows its publishers; what
+each connection is owed is kept in ``inbound``.
 """
 
 from __future__ import annotations
@@ -19,19 +20,16 @@ import itertools
 import logging
 import os
 import socket
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from meshbus.channels.direct._types import _REPLY, _REPLY_HEAD
+from meshbus.channels.delivery import BroadcastSubscriber, Group, Hub, Member
 from meshbus.channels.direct.config import DirectConfig
 from meshbus.channels.direct.connection import Connection, SilentPeer, Wire
 from meshbus.channels.direct.frames import (
     REFUSE_CLOSING,
     REFUSE_NO_SUBSCRIBER,
-    Accept,
     Bye,
-    Credit,
     Frame,
     Hello,
     Interest,
@@ -39,156 +37,18 @@ from meshbus.channels.direct.frames import (
     Pubs,
     Refuse,
     Uninterest,
-    encode_reply,
 )
-from meshbus.channels.memory import _Broadcast, _Entry, _Group, _Hub, _Member, _wake_first
-from meshbus.errors import (
-    AuthenticationFailed,
-    ConnectFailed,
-    ConnectionLost,
-    NotSupported,
-    ProtocolError,
-)
+from meshbus.channels.direct.inbound import Answer, Progress, Served
+from meshbus.errors import AuthenticationFailed, ConnectFailed, ConnectionLost, ProtocolError
 from meshbus.headers import CORRELATION_ID, REPLY_TO
-from meshbus.message import Message
-from meshbus.transport import Capabilities, Envelope
+from meshbus.transport import Capabilities
 
 __all__ = ["DirectListener"]
 
 log = logging.getLogger("meshbus.direct")
-_new = object.__new__
-_DEFERRED_FOR = 0.005
-"""Seconds a deferred ACCEPT waits at most for the frame after its own (see
-``_Served.accept_later``)."""
 
-
-_Targets = tuple[list[_Group], set[str]]
+_Targets = tuple[list[Group], set[str]]
 """What a PUB's target list means here: the local groups and broadcast patterns."""
-
-
-class _Progress:
-    """Wakes ``quiesce`` when a PUB is handled or a message taken; nothing is signalled while
-    nobody waits."""
-
-    __slots__ = ("event", "wanted")
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.wanted = False
-
-    def made(self) -> None:
-        if self.wanted:
-            self.event.set()
-
-
-class _Served:
-    """One inbound connection and what it is owed."""
-
-    def __init__(self, conn: Connection, credit: int, progress: _Progress) -> None:
-        self.conn = conn
-        self.progress = progress
-        # PUBs that wait behind one whose broadcast subscriber is full: (pub, subscribers it
-        # still waits for or None when not handled yet, whether its credit comes back once in).
-        self.backlog: deque[tuple[Pub, list[_Broadcast] | None, bool]] = deque()
-        self.owed = 0  # credit earned back, not sent yet
-        self.batch = max(1, credit // 4)
-        self.replies: set[str] = set()
-        self.task: asyncio.Task[None] | None = None
-        self.on_take: Callable[[], None] = self.taken
-        self.token_prefix = f"{id(self):x}."  # reply-to tokens of this connection's requests
-        self.accepted = 0  # the last seq ACCEPTed
-        self.deferred = 0  # a later seq whose ACCEPT waits for the frames after it (MORE)
-        self.alarm: asyncio.TimerHandle | None = None  # sends a deferred ACCEPT in the end
-
-    def accept(self, seq: int, *, now: bool = False) -> None:
-        """ACCEPT every message up to ``seq`` (what a deferred ACCEPT covered too)."""
-        if seq > self.accepted:
-            self.accepted = seq
-            self.conn.send(Accept(seq), now=now)
-
-    def accept_later(self, seq: int) -> None:
-        """ACCEPT ``seq`` with the frame after it, which its publisher is sending now (its
-        frame had the MORE flag): one confirmation, and one wake-up of the publisher, for a
-        run of frames. Once a quarter of the credit waits (the publisher then holds that much
-        unconfirmed), or ``_DEFERRED_FOR`` seconds pass without the next frame (a publish
-        cancelled between its frames), it goes on its own."""
-        self.deferred = seq
-        if seq - self.accepted >= self.batch:
-            self.accept(seq, now=True)
-        elif self.alarm is None:
-            self.alarm = asyncio.get_running_loop().call_later(_DEFERRED_FOR, self._overdue)
-
-    def _overdue(self) -> None:
-        self.alarm = None
-        self.accept_deferred()
-
-    def accept_deferred(self) -> None:
-        """Send the deferred ACCEPT now, if there is one (the alarm's, or before a BYE)."""
-        if self.deferred > self.accepted and not self.conn.ended:
-            with contextlib.suppress(ConnectionLost):
-                self.accept(self.deferred, now=True)
-
-    def taken(self) -> None:
-        if self.progress.wanted:
-            self.progress.event.set()
-        self.owed += 1
-        if self.owed >= self.batch and not self.conn.ended:
-            # At once: a subscriber taking messages in a tight loop would hold back a queued
-            # CREDIT until it runs dry, and the publisher with it.
-            with contextlib.suppress(ConnectionLost):
-                self.conn.send(Credit(self.owed), now=True)
-            self.owed = 0
-
-
-class _Answer:
-    """Sends the reply to a request PUB back on its connection as soon as it is set. A request
-    queued for one local group carries it (``_Entry.reply``)."""
-
-    __slots__ = ("_conn", "_sent", "_seq")
-
-    def __init__(self, conn: Connection, seq: int) -> None:
-        self._conn = conn
-        self._seq = seq
-        self._sent = False
-
-    def done(self) -> bool:
-        return self._sent
-
-    def set_result(self, reply: Envelope, /) -> None:
-        self._sent = True
-        try:
-            self._conn.write(encode_reply(self._seq, reply.data, reply.headers))
-        except ConnectionLost:
-            pass  # the requester is gone
-
-    def send(self, data: bytes, /) -> None:
-        if self._sent:
-            return
-        self._sent = True
-        try:  # encode_reply(seq, data, {}), written out: once per request a service answers
-            self._conn.write(_REPLY_HEAD.pack(11 + len(data), _REPLY, self._seq, 0) + data)
-        except ConnectionLost:
-            pass
-
-
-class _ReplySink(_Answer):
-    """An ``_Answer`` found by the request's reply-to token in ``_Hub.pending``, for a request
-    queued any other way (for several groups, or broadcast subscribers); the token goes once it
-    is answered, or with its connection."""
-
-    __slots__ = ("_listener", "_served", "_token")
-
-    def __init__(self, listener: DirectListener, served: _Served, token: str, seq: int) -> None:
-        super().__init__(served.conn, seq)
-        self._listener = listener
-        self._served = served
-        self._token = token
-
-    def set_result(self, reply: Envelope, /) -> None:
-        super().set_result(reply)
-        # After the write: the requester is not kept waiting for the bookkeeping.
-        self._listener._hub.pending.pop(self._token, None)
-        self._served.replies.discard(self._token)
 
 
 class DirectListener:
@@ -199,16 +59,16 @@ class DirectListener:
         self.capabilities = Capabilities(
             max_payload=self.config.max_payload, ordered_by_key=True, no_responders=True
         )
-        self._hub = _Hub(f"listener:{url}")
+        self._hub = Hub(f"listener:{url}")
         self._node = f"{os.uname().nodename}-{os.getpid()}-{id(self):x}"
         self._interests: dict[tuple[str, str | None], list[int]] = {}  # key -> [id, refs]
         self._by_id: dict[int, tuple[str, str | None]] = {}
         self._ids = itertools.count(1)
-        self._served: set[_Served] = set()
+        self._served: set[Served] = set()
         self._targets: dict[tuple[int, ...], _Targets] = {}  # cleared when interests change
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        self._progress = _Progress()
+        self._progress = Progress()
         self._draining = False
         self._closing = False
 
@@ -272,7 +132,7 @@ class DirectListener:
         if self._closing:
             await conn.close("listener is closing")
             return
-        served = _Served(conn, self.config.settings.credit, self._progress)
+        served = Served(conn, self.config.settings.credit, self._progress)
         self._served.add(served)
         conn.start(
             functools.partial(self._on_frame, served),
@@ -283,11 +143,10 @@ class DirectListener:
             served.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await served.task
-        for token in served.replies:
-            self._hub.pending.pop(token, None)
+        served.forget_replies(self._hub)
         self._served.discard(served)
 
-    def _on_frame(self, served: _Served, frame: Frame) -> None:
+    def _on_frame(self, served: Served, frame: Frame) -> None:
         if isinstance(frame, Pubs):
             pubs = frame.messages
             if served.backlog:
@@ -299,47 +158,27 @@ class DirectListener:
         elif not isinstance(frame, Bye):
             log.debug("ignoring %s from a publisher", type(frame).__name__)
 
-    def _on_pub(self, served: _Served, pub: Pub) -> None:
+    def _on_pub(self, served: Served, pub: Pub) -> None:
         """A PUB frame of one message: from ``_on_frame``, or straight from the connection's
         read callback when the frame was all that the read brought."""
         if served.backlog:
             served.backlog.append((pub, None, False))
             return
         if pub.request and not (self._closing or self._draining):
-            # A request (always alone in its frame) for one local group: _take and
-            # _queue_locally, written out.
+            # A request (always alone in its frame) for one local group: queued with the
+            # route its reply takes back, no reply-to token registered.
             groups, patterns = self._targets.get(pub.targets) or self._resolve(pub.targets)
             if len(groups) == 1 and not patterns:
-                headers = pub.headers  # _expect_reply, less the registration
+                headers = pub.headers
                 headers[REPLY_TO] = served.token_prefix + str(pub.seq)
                 if CORRELATION_ID not in headers:
                     headers[CORRELATION_ID] = pub.id
-                group = groups[0]
-                # _Entry(pub, 0, served.on_take, _Answer(served.conn, pub.seq)), without
-                # two Python frames for __init__ (once per request)
-                answer = _new(_Answer)
-                answer._conn, answer._seq, answer._sent = served.conn, pub.seq, False
-                entry = _new(_Entry)
-                entry.envelope, entry.attempt, entry.on_take, entry.reply = (
-                    pub,
-                    0,
-                    served.on_take,
-                    answer,
-                )
-                group.queue.append(entry)
-                waiters = group.waiters
-                while waiters:  # _wake_first, written out
-                    try:
-                        waiters.popleft().set_result(None)
-                    except asyncio.InvalidStateError:
-                        continue
-                    break
-                if self._progress.wanted:
-                    self._progress.event.set()
+                groups[0].enqueue(pub, served.on_take, Answer(served.conn, pub.seq))
+                self._progress.made()
                 return
         self._take(served, (pub,))
 
-    def _take(self, served: _Served, pubs: tuple[Pub, ...], more: bool = False) -> None:
+    def _take(self, served: Served, pubs: tuple[Pub, ...], more: bool = False) -> None:
         """Queue a PUB frame's messages locally, in order, and ACCEPT them in one frame (with
         the frames after it when ``more``). One that waits for room in a broadcast
         subscriber's buffer sends it and all that follow to the backlog, which ``_work_off``
@@ -347,7 +186,7 @@ class DirectListener:
         # The usual case in place: a published message for exactly one local group. Runs of
         # messages share one targets tuple (the decoder reuses it), so it is resolved per run.
         last: tuple[int, ...] | None = None
-        group: _Group | None = None
+        group: Group | None = None
         on_take = served.on_take
         open_ = not (self._closing or self._draining)
         for at, pub in enumerate(pubs):
@@ -358,9 +197,7 @@ class DirectListener:
             if group is not None:
                 if pub.request:
                     self._expect_reply(served, pub)
-                group.queue.append(_Entry(pub, 0, on_take))
-                if group.waiters:
-                    _wake_first(group.waiters)
+                group.enqueue(pub, on_take)
                 continue
             waiting = self._queue_locally(served, pub)
             if waiting is not None:
@@ -376,10 +213,9 @@ class DirectListener:
             served.accept_later(pubs[-1].seq)
         elif not pubs[0].request:
             served.accept(pubs[-1].seq, now=True)
-        if self._progress.wanted:
-            self._progress.event.set()
+        self._progress.made()
 
-    async def _work_off(self, served: _Served) -> None:
+    async def _work_off(self, served: Served) -> None:
         """Empty the backlog in arrival order, waiting for broadcast buffers to have room."""
         conn = served.conn
         backlog = served.backlog
@@ -406,7 +242,7 @@ class DirectListener:
             await conn.drain()
 
     def _resolve(self, targets: tuple[int, ...]) -> _Targets:
-        groups: list[_Group] = []
+        groups: list[Group] = []
         patterns: set[str] = set()
         for target in targets:
             key = self._by_id.get(target)
@@ -416,13 +252,15 @@ class DirectListener:
             if group is None:
                 patterns.add(pattern)
             else:
-                groups.append(self._hub.groups[(pattern, group)])
+                groups.append(self._hub.group(pattern, group))
         if len(self._targets) >= 4096:
             self._targets.clear()
         resolved = self._targets[targets] = (groups, patterns)
         return resolved
 
-    def _queue_locally(self, served: _Served, pub: Pub) -> tuple[list[_Broadcast], bool] | None:
+    def _queue_locally(
+        self, served: Served, pub: Pub
+    ) -> tuple[list[BroadcastSubscriber], bool] | None:
         """Queue ``pub`` for its interests (or REFUSE it). Return None when done, or the
         broadcast subscribers whose buffers are full — it still has to be put there — and
         whether its credit comes back once it is."""
@@ -438,7 +276,7 @@ class DirectListener:
         if pub.request:
             self._expect_reply(served, pub)
         if len(groups) == 1:
-            groups[0].put(_Entry(pub, 0, served.on_take))
+            groups[0].enqueue(pub, served.on_take)
         elif groups:
             remaining = [len(groups)]  # credit returns when every group's copy is taken
 
@@ -448,39 +286,38 @@ class DirectListener:
                     served.taken()
 
             for group in groups:
-                group.put(_Entry(pub, 0, one_taken))
+                group.enqueue(pub, one_taken)
         if not patterns:
             return None
-        full = [
-            sub
-            for sub in self._hub.broadcast.lookup(pub.subject)
-            if sub.pattern in patterns and not sub.offer(pub)
-        ]
+        full = self._hub.offer(pub, patterns)
         if full:
             return full, not groups
         if not groups:
             served.taken()
         return None
 
-    def _expect_reply(self, served: _Served, pub: Pub) -> None:
+    def _expect_reply(self, served: Served, pub: Pub) -> None:
         """Give request ``pub`` a reply-to token whose reply goes back on its connection."""
-        token = served.token_prefix + str(pub.seq)
         headers = pub.headers
-        headers[REPLY_TO] = token
+        headers[REPLY_TO] = served.token_prefix + str(pub.seq)
         if CORRELATION_ID not in headers:
             headers[CORRELATION_ID] = pub.id
-        self._hub.pending[token] = _ReplySink(self, served, token, pub.seq)
-        served.replies.add(token)
+        served.expect_reply(self._hub, pub)
 
     # -- subscriptions -------------------------------------------------------------------------
 
     async def subscribe(
         self, pattern: str, group: str | None, prefetch: int
-    ) -> _Member | _Broadcast:
-        sub = self._hub.subscriber(
-            pattern, group, self.config.max_payload, prefetch, self.config.buffer
-        )
+    ) -> Member | BroadcastSubscriber:
         key = (pattern, group)
+        sub = self._hub.subscriber(
+            pattern,
+            group,
+            max_payload=self.config.max_payload,
+            prefetch=prefetch,
+            buffer=self.config.buffer,
+            on_close=lambda: self._release(key),  # closing it withdraws the interest
+        )
         entry = self._interests.get(key)
         if entry is None:
             interest_id = next(self._ids)
@@ -490,7 +327,6 @@ class DirectListener:
             await self._announce(Interest(interest_id, pattern, group))
         else:
             entry[1] += 1
-        sub.on_close = lambda: self._release(key)  # closing it withdraws the interest
         return sub
 
     async def _release(self, key: tuple[str, str | None]) -> None:
@@ -521,19 +357,7 @@ class DirectListener:
             if isinstance(result, BaseException) and not conn.closed.is_set():
                 log.warning("peer %s did not confirm an interest change: %r", conn.name, result)
 
-    # -- what a listener does not do -----------------------------------------------------------
-
-    async def publish(self, envelope: Envelope, timeout: float | None) -> None:
-        raise NotSupported("a listen address does not publish; publish through a tcp:// route")
-
-    async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
-        raise NotSupported("a listen address does not publish; publish through a tcp:// route")
-
-    async def request(self, envelope: Envelope, timeout: float) -> Message:
-        raise NotSupported("a listen address does not send requests")
-
-    async def declare_group(self, pattern: str, group: str) -> None:
-        raise NotSupported("direct channels are not durable: a group exists while a member does")
+    # -- closing --------------------------------------------------------------------------------
 
     async def quiesce(self, timeout: float) -> None:
         """The first step of closing: tell every peer to send nothing new (BYE), then give
@@ -547,9 +371,7 @@ class DirectListener:
                 served.conn.send(Bye("listener is closing"))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while any(s.backlog for s in self._served) or any(
-                    group.queue for group in self._hub.groups.values()
-                ):
+                while any(s.backlog for s in self._served) or self._hub.holding():
                     self._progress.event.clear()
                     await self._progress.event.wait()  # set whenever a PUB is handled or taken
 

@@ -1,0 +1,45 @@
+"""The one place meshbus reaches into asyncio's internals, each checked here with a fallback.
+
+- ``enter_task``/``leave_task`` (``asyncio.tasks._enter_task``/``_leave_task``): ``Bus.serve``
+  runs the first step of a handler straight from the callback that delivered its message, with
+  the handler's worker task as the current task (see ``meshbus.service``). ``EAGER`` is false
+  where the running Python lacks them, and under ``MESHBUS_SAFE=1``; handlers then start in
+  their worker task, as any message's would.
+- ``running_task(loop)``: the running task of a loop read from ``asyncio.tasks._current_tasks``
+  without ``asyncio.current_task``'s own Python frame; ``asyncio.current_task`` where that
+  table is not there (uvloop keeps it too; other loops may not) or under ``MESHBUS_SAFE=1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from meshbus.fastpath import enabled
+
+__all__ = ["EAGER", "enter_task", "leave_task", "running_task"]
+
+_TaskSwitch = Callable[[asyncio.AbstractEventLoop, "asyncio.Task[Any]"], None]
+
+
+def _no_switch(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    raise RuntimeError("task switching is not available (EAGER is false)")
+
+
+_enter: _TaskSwitch | None = getattr(asyncio.tasks, "_enter_task", None)
+_leave: _TaskSwitch | None = getattr(asyncio.tasks, "_leave_task", None)
+
+EAGER: bool = enabled(callable(_enter) and callable(_leave))
+"""Whether a handler may be started outside its task with ``enter_task``/``leave_task``."""
+
+enter_task: _TaskSwitch = _enter if EAGER and _enter is not None else _no_switch
+"""Make ``task`` the current task of ``loop`` (only where ``EAGER``)."""
+leave_task: _TaskSwitch = _leave if EAGER and _leave is not None else _no_switch
+"""Undo ``enter_task`` (only where ``EAGER``)."""
+
+_current_tasks: object = getattr(asyncio.tasks, "_current_tasks", None)
+running_task: Callable[[asyncio.AbstractEventLoop | None], asyncio.Task[Any] | None] = (
+    _current_tasks.get if isinstance(_current_tasks, dict) and enabled() else asyncio.current_task
+)
+"""The running task of ``loop``, or None."""
