@@ -5,6 +5,9 @@
   the handler's worker task as the current task (see ``meshbus.service``). ``EAGER`` is false
   where the running Python lacks them, and under ``MESHBUS_SAFE=1``; handlers then start in
   their worker task, as any message's would.
+- ``writable_fd(transport)``: the socket descriptor behind a plain asyncio selector transport
+  (not TLS, not another event loop's), which the direct channel may ``os.writev`` to while
+  nothing is queued in the transport; None elsewhere, and under ``MESHBUS_SAFE=1``.
 - ``running_task(loop)``: the running task of a loop read from ``asyncio.tasks._current_tasks``
   without ``asyncio.current_task``'s own Python frame; ``asyncio.current_task`` where that
   table is not there (uvloop keeps it too; other loops may not) or under ``MESHBUS_SAFE=1``.
@@ -13,12 +16,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
 from meshbus.fastpath import enabled
 
-__all__ = ["EAGER", "enter_task", "leave_task", "running_task"]
+__all__ = ["EAGER", "enter_task", "leave_task", "running_task", "writable_fd"]
 
 _TaskSwitch = Callable[[asyncio.AbstractEventLoop, "asyncio.Task[Any]"], None]
 
@@ -43,3 +47,19 @@ running_task: Callable[[asyncio.AbstractEventLoop | None], asyncio.Task[Any] | N
     _current_tasks.get if isinstance(_current_tasks, dict) and enabled() else asyncio.current_task
 )
 """The running task of ``loop``, or None."""
+
+
+_WRITEV = enabled(hasattr(os, "writev"))  # not on Windows
+
+
+def writable_fd(transport: asyncio.BaseTransport) -> int | None:
+    """The descriptor of the socket behind ``transport`` where it is asyncio's own selector
+    socket transport without TLS (whose writes may be done with ``os.writev`` while its own
+    buffer is empty); None otherwise."""
+    if not _WRITEV or type(transport).__name__ != "_SelectorSocketTransport":
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_extra_info("sslcontext") is not None:
+        return None
+    fd: int = sock.fileno()
+    return fd

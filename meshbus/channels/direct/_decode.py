@@ -148,9 +148,6 @@ def _pubs_copied(body: bytes) -> Pubs:
     return _pub_loop(body, False)
 
 
-_new = object.__new__
-
-
 def lone_pub(body: bytes) -> Pub | None:
     """The message of a PUB frame ``body`` that carries one, without key or headers, whose
     subject and targets came before (a request, mostly), read without the loop of
@@ -172,12 +169,9 @@ def lone_pub(body: bytes) -> Pub | None:
         message_id = body[at:stop].decode()
     except UnicodeDecodeError as exc:
         raise ProtocolError("PUB frame has text that is not UTF-8") from exc
-    # Pub(first, subject, data, targets, {}, None, message_id, request), without a Python
-    # frame for __init__ (once per message)
-    pub = _new(Pub)
-    pub.seq, pub.subject, pub.data, pub.targets = first, known[1], body[stop:], known[0]
-    pub.headers, pub.key, pub.id, pub.request = {}, None, message_id, flags & _REQUEST == _REQUEST
-    return pub
+    return Pub(
+        first, known[1], body[stop:], known[0], {}, None, message_id, flags & _REQUEST == _REQUEST
+    )
 
 
 def _pub_loop(body: bytes | memoryview, in_place: bool) -> Pubs:

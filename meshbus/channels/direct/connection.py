@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable
 
 from meshbus import _clock
+from meshbus._aio import writable_fd
 from meshbus.channels.direct.frames import (
     DEFAULT_MAX_FRAME,
     Bye,
@@ -272,15 +273,7 @@ class Connection:
         self._out: list[bytes] = []
         # The socket's descriptor, for write_parts, where the transport is a plain socket's
         # (asyncio's selector transport; not TLS, not any other event loop's).
-        self._fd: int | None = None
-        sock = self.transport.get_extra_info("socket")
-        if (
-            sock is not None
-            and hasattr(os, "writev")  # not on Windows
-            and self.transport.get_extra_info("sslcontext") is None
-            and type(self.transport).__name__ == "_SelectorSocketTransport"
-        ):
-            self._fd = sock.fileno()
+        self._fd = writable_fd(self.transport)
         self._out_size = 0
         self._flush_due = False
 

@@ -34,7 +34,6 @@ __all__ = ["Batch", "Peer", "Refused"]
 log = logging.getLogger("meshbus.direct")
 
 ACCEPTED, REFUSED, LOST = 1, 2, 3
-_new = object.__new__
 
 PUB_FRAME_TARGET = READ_SIZE
 """Where ``send`` cuts a run of messages into PUB frames (one larger message still goes alone
@@ -225,9 +224,7 @@ class Peer:
         """A REPLY without headers, from the connection's read callback (see ``Wire``)."""
         waiter = self._replies.pop(seq, None)
         if waiter is not None and not waiter.done():
-            reply = _new(Reply)  # Reply(seq, data), without a Python frame for __init__
-            reply.seq, reply.data, reply.headers = seq, data, {}
-            waiter.set_result(reply)
+            waiter.set_result(Reply(seq, data, {}))
 
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, Accept):
