@@ -2,10 +2,9 @@
 
 While any timer is pending in asyncio's heap, each turn of the event loop reads the clock once
 more, looks at the heap's head, and waits in the selector with a timeout rather than without
-one. Measured on a raw loopback round trip, one pending timer on one side cost 5.6k
-instructions a round trip (10% of that side's CPU). A direct connection's heartbeat and a
-dialler's request deadlines are pending for as long as they live, so on the request path they
-cost more than most of meshbus's own work.
+one (what that costs: docs/benchmarks.md#why-the-direct-channel-is-built-as-it-is). A direct
+connection's heartbeat and a dialler's request deadlines are pending for as long as they
+live.
 
 Here those timers go to a daemon thread instead, which sleeps until the earliest is due and
 posts its callback to the timer's event loop with ``call_soon_threadsafe`` (one write to the

@@ -377,8 +377,8 @@ class Connection:
     def write_parts(self, parts: list[bytes]) -> None:
         """``write`` of an encoded frame given in pieces. Where nothing is waiting to be
         written before it, the frame goes out with one ``writev`` of its pieces (up to
-        ``_MAX_PARTS`` of them), so the payloads are not first copied into one buffer: that
-        copy was a third of a 16 KiB publisher's instructions per message. Otherwise, and for
+        ``_MAX_PARTS`` of them), so the payloads are not first copied into one buffer (a large
+        part of a 16 KiB publisher's work per message). Otherwise, and for
         what the socket does not take, the pieces are joined and written the usual way."""
         if self.ended:
             raise ConnectionLost(f"connection to {self.name} is closed: {self.reason}")

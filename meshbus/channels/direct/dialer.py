@@ -90,8 +90,8 @@ def _expire(waited: asyncio.Future[Any]) -> None:
 
 class _Deadlines:
     """Timeouts of requests and lone publishes without a timer each. A timer cancelled once its
-    future is done stays in the event loop's heap until it is due, and with thousands of
-    requests a second that heap cost ~4 µs a request. Here the futures waited for are kept in
+    future is done stays in the event loop's heap until it is due, which with thousands of
+    requests a second costs every one of them. Here the futures waited for are kept in
     the order their deadlines come, and one timer is set, for the earliest; a future that is
     still waiting at its deadline gets ``TimeoutError``. The timers are the clock thread's
     (``meshbus._clock``): with requests always in flight one is always pending, which in the

@@ -1,4 +1,4 @@
-"""The conformance suite: every channel is held to DESIGN.md's contract by these tests.
+"""The conformance suite: every channel is held to the contract (docs/contract.md) by these tests.
 
 A channel runs it by subclassing :class:`ConformanceSuite` and giving a ``harness`` fixture::
 
