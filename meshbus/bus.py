@@ -22,10 +22,11 @@ from meshbus.errors import (
     PayloadTooLarge,
 )
 from meshbus.headers import CONTENT_TYPE, check_user_headers
+from meshbus.health import ChannelHealth, ChannelState, redact
 from meshbus.message import Message
 from meshbus.registry import TransportRegistry, default_registry
 from meshbus.routing import Router
-from meshbus.service import Handler, Service
+from meshbus.service import Handler, OnError, Service
 from meshbus.subjects import validate_group, validate_pattern, validate_subject
 from meshbus.subscription import Subscription
 from meshbus.transport import (
@@ -33,6 +34,7 @@ from meshbus.transport import (
     Envelope,
     Listener,
     ListeningFactory,
+    ReportsHealth,
     Transport,
     TransportFactory,
 )
@@ -289,6 +291,29 @@ class Bus(AsyncResource):
 
     # -- the API ---------------------------------------------------------------------------
 
+    def health(self) -> list[ChannelHealth]:
+        """How each channel and the listen address are (see ``meshbus.health``): what the
+        channel reports where it can (``ReportsHealth``), else ``connected`` while the bus is
+        open."""
+        report: list[ChannelHealth] = []
+        channels: list[tuple[str, Literal["channel", "listener"], object]] = [
+            (url, "channel", transport) for url, transport in self._transports.items()
+        ]
+        if self._listener is not None and self.config.listen is not None:
+            channels.insert(0, (self.config.listen, "listener", self._listener))
+        for url, role, channel in channels:
+            state: ChannelState
+            if self._state == _NEW:
+                state = "connecting"
+            elif self._state != _OPEN:
+                state = "closed"
+            elif isinstance(channel, ReportsHealth):
+                state = channel.health()
+            else:
+                state = "connected"
+            report.append(ChannelHealth(redact(url), role, state))
+        return report
+
     def capabilities(self, subject: str) -> Capabilities:
         """The capabilities of the channel that ``subject`` is routed to."""
         self._check_open()
@@ -356,10 +381,17 @@ class Bus(AsyncResource):
         return ids
 
     def subscribe(
-        self, subject: str, group: str | None = None, *, prefetch: int = DEFAULT_PREFETCH
+        self,
+        subject: str,
+        group: str | None = None,
+        *,
+        prefetch: int = DEFAULT_PREFETCH,
+        max_deliver: int | None = None,
     ) -> Subscription:
         """Subscribe to a subject or pattern; with ``group``, share its messages with the other
-        members of that group (contract points 2 and 3).
+        members of that group (contract points 2 and 3). A message delivered more than
+        ``max_deliver`` times is dead-lettered instead of handed over (contract point 12),
+        whoever left it unsettled before.
 
         Use as ``async with bus.subscribe(...) as sub: async for msg in sub: ...`` or
         ``sub = await bus.subscribe(...)``; the subscription is active once entered.
@@ -369,7 +401,10 @@ class Bus(AsyncResource):
             validate_group(group)
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
-        return Subscription(self, subject, group, prefetch, link=self._link)
+        _check_max_deliver(max_deliver)
+        return Subscription(
+            self, subject, group, prefetch, link=self._link, max_deliver=max_deliver
+        )
 
     def _targets(self, pattern: str) -> list[Subscribable]:
         self._check_open()
@@ -397,15 +432,18 @@ class Bus(AsyncResource):
         group: str | None = None,
         concurrency: int = 1,
         prefetch: int = DEFAULT_PREFETCH,
-        on_error: Literal["reject", "nack"] = "reject",
+        on_error: OnError = "reject",
+        max_deliver: int | None = None,
     ) -> Service:
         """Run ``handler(message)`` for each message on a subject or pattern; with ``group``,
         share them with the group's other members, as ``subscribe`` does.
 
         What the handler returns answers a request (``None`` is sent as JSON ``null``); any
         other message is acked once the handler returns. A handler that raises has its message
-        rejected to the dead-letter subject (``on_error="nack"``: delivered again) and the
-        error logged; one that settles or responds itself is left to it. At most
+        rejected to the dead-letter subject (``on_error="nack"``: delivered again; a function
+        ``on_error(message, error)`` settles it itself) and the error logged; one that settles
+        or responds itself is left to it. A message delivered more than ``max_deliver`` times
+        (contract point 12) is dead-lettered without reaching the handler. At most
         ``concurrency`` handlers run at once. Use as ``async with bus.serve(...)`` or
         ``service = await bus.serve(...)``::
 
@@ -420,9 +458,12 @@ class Bus(AsyncResource):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-        if on_error not in ("reject", "nack"):
-            raise ValueError(f"on_error must be 'reject' or 'nack', got {on_error!r}")
-        return Service(subscription, handler, concurrency, on_error, link=self._link)
+        if not callable(on_error) and on_error not in ("reject", "nack"):
+            raise ValueError(f"on_error must be 'reject', 'nack' or a function, got {on_error!r}")
+        _check_max_deliver(max_deliver)
+        return Service(
+            subscription, handler, concurrency, on_error, link=self._link, max_deliver=max_deliver
+        )
 
     async def declare_group(self, subject: str, group: str) -> None:
         """Create ``group`` on ``subject`` so that it keeps messages before any member joins
@@ -470,6 +511,11 @@ class Bus(AsyncResource):
             self._pending -= 1
             if not self._pending and self._idle is not None:
                 self._end_idle()
+
+
+def _check_max_deliver(max_deliver: int | None) -> None:
+    if max_deliver is not None and (type(max_deliver) is not int or max_deliver < 1):
+        raise ValueError(f"max_deliver must be a whole number >= 1, got {max_deliver!r}")
 
 
 class _BusLink:

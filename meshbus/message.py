@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -10,7 +11,9 @@ from meshbus.errors import AlreadySettled, DecodeError, NotARequest, PayloadTooL
 from meshbus.headers import CONTENT_TYPE, check_user_headers
 from meshbus.transport import Answering, Envelope, Settler
 
-__all__ = ["Message"]
+__all__ = ["Message", "too_many_deliveries"]
+
+log = logging.getLogger("meshbus.serve")
 
 T = TypeVar("T")
 _new = object.__new__
@@ -236,3 +239,19 @@ class Message:
             f"Message(subject={self.subject!r}, id={self.id!r}, attempt={self.attempt}, "
             f"size={len(self.data)})"
         )
+
+
+async def too_many_deliveries(message: Message, limit: int) -> None:
+    """Dead-letter ``message``, delivered more than ``limit`` times (``max_deliver``), without
+    handing it to anybody."""
+    log.warning(
+        "message %s on %r dead-lettered: delivery %d is over max_deliver %d",
+        message.id or "?",
+        message.subject,
+        message.attempt,
+        limit,
+    )
+    try:
+        await message.reject(f"max_deliver {limit} reached (this was delivery {message.attempt})")
+    except Exception:
+        log.exception("could not dead-letter message %s", message.id)

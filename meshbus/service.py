@@ -2,8 +2,10 @@
 
 What the handler returns is the reply when the message is a request; otherwise the message is
 acked. A handler that raises has its message rejected to the group's dead-letter subject (or,
-with ``on_error="nack"``, delivered again), the error logged on the ``meshbus.serve`` logger.
-A handler that settles or responds itself is left to it.
+with ``on_error="nack"``, delivered again; or handed to an ``on_error`` function, which settles
+it), the error logged on the ``meshbus.serve`` logger. A handler that settles or responds
+itself is left to it. With ``max_deliver``, a message delivered more times than that is
+dead-lettered without reaching the handler.
 
 On a channel whose subscriptions can push (the memory channel's groups and the groups a direct
 listener serves: a ``PushSubscription``), a handler is started at once from whatever delivered
@@ -30,7 +32,7 @@ from meshbus._aio import EAGER, enter_task, leave_task, running_task
 from meshbus._link import Link
 from meshbus._resource import AsyncResource
 from meshbus.errors import Closed
-from meshbus.message import Message
+from meshbus.message import Message, too_many_deliveries
 from meshbus.subscription import Subscription
 
 if TYPE_CHECKING:
@@ -42,6 +44,9 @@ log = logging.getLogger("meshbus.serve")
 
 Handler = Callable[[Message], Awaitable[Any] | Any]
 """``handler(message)``: an ``async def`` (or a plain function); its result is the reply."""
+ErrorPolicy = Callable[[Message, BaseException], Awaitable[None]]
+"""``on_error(message, error)``: settles the message of a handler that raised ``error``."""
+OnError = Literal["reject", "nack"] | ErrorPolicy
 
 _current_task = asyncio.current_task
 
@@ -129,9 +134,10 @@ class Service(AsyncResource):
         subscription: Subscription,
         handler: Handler,
         concurrency: int,
-        on_error: Literal["reject", "nack"],
+        on_error: OnError,
         *,
         link: Link,
+        max_deliver: int | None = None,
     ) -> None:
         self.bus: Bus = subscription.bus
         self._link = link
@@ -140,6 +146,7 @@ class Service(AsyncResource):
         self.group = subscription.group
         self.concurrency = concurrency
         self.on_error = on_error
+        self.max_deliver = max_deliver
         self._sub = subscription
         self._state = _NEW
         self._workers: list[_Worker] = []
@@ -284,10 +291,13 @@ class Service(AsyncResource):
         message, it runs the handler on it and settles it, yielding whatever the handler
         waits on, then yields ``_IDLE`` for the next. A handler that never waits so costs no
         coroutine of its own, nor the ``StopIteration`` that ends one."""
-        handler, answer = self.handler, self._answer
+        handler, answer, limit = self.handler, self._answer, self.max_deliver
         while True:
             message: Message = yield _IDLE
             try:
+                if limit is not None and message.attempt > limit:
+                    yield from too_many_deliveries(message, limit)
+                    continue
                 result = handler(message)
                 if type(result) is CoroutineType:  # an async def handler's
                     result = yield from result  # type: ignore[misc]  # allowed by types.coroutine
@@ -309,6 +319,12 @@ class Service(AsyncResource):
                 yield from self._failed(message, exc)
 
     async def _failed(self, message: Message, exc: BaseException) -> None:
+        if callable(self.on_error):  # the policy says what happened, and logs it
+            try:
+                await self.on_error(message, exc)
+            except Exception:
+                log.exception("could not settle message %s after its handler failed", message.id)
+            return
         log.error(
             "handler for %r failed on message %s (attempt %d) of %r: %r",
             self.pattern,
@@ -334,6 +350,13 @@ class Service(AsyncResource):
     def closed(self) -> bool:
         """True once ``close()`` has begun."""
         return self._state == _CLOSED
+
+    @property
+    def attached(self) -> bool:
+        """True while its subscription is active where deliveries come from (a broker
+        consumer registered, a direct listener's interest announced, a file group joined)
+        and it is not closing."""
+        return self._state == _OPEN
 
     async def close(self, timeout: float | None = None) -> None:
         """Take nothing new, give running handlers up to ``timeout`` (default the bus's

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from meshbus._link import Link
 from meshbus._resource import AsyncResource
 from meshbus.errors import Closed
-from meshbus.message import Message
+from meshbus.message import Message, too_many_deliveries
 from meshbus.transport import PushSubscription, TransportSubscription
 
 if TYPE_CHECKING:
@@ -29,10 +29,18 @@ class Subscription(AsyncResource):
     """
 
     def __init__(
-        self, bus: Bus, pattern: str, group: str | None, prefetch: int, *, link: Link
+        self,
+        bus: Bus,
+        pattern: str,
+        group: str | None,
+        prefetch: int,
+        *,
+        link: Link,
+        max_deliver: int | None = None,
     ) -> None:
         self.bus = bus
         self._link = link
+        self.max_deliver = max_deliver
         self.pattern = pattern
         self.group = group
         self.prefetch = prefetch
@@ -78,9 +86,22 @@ class Subscription(AsyncResource):
         # A plain method returning the channel's own awaitable: one coroutine less per message.
         if self._state != 1:
             return self._not_iterating()
+        if self.max_deliver is not None:
+            return self._next_within_limit(self.max_deliver)
         if self._single is not None:
             return self._single.__anext__()
         return self._next_of_several()
+
+    async def _next_within_limit(self, limit: int) -> Message:
+        """The next message delivered at most ``limit`` times; one over it is dead-lettered."""
+        while True:
+            if self._single is not None:
+                message = await self._single.__anext__()
+            else:
+                message = await self._next_of_several()
+            if message.attempt <= limit:
+                return message
+            await too_many_deliveries(message, limit)
 
     async def _not_iterating(self) -> Message:
         if self._state == 0:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from meshbus.message import Message
@@ -33,6 +33,7 @@ __all__ = [
     "Listener",
     "ListeningFactory",
     "PushSubscription",
+    "ReportsHealth",
     "Settler",
     "Transport",
     "TransportFactory",
@@ -203,6 +204,16 @@ class Transport(Protocol):
     async def close(self, timeout: float) -> None:
         """Drain its subscriptions (up to ``timeout``), flush publishes, disconnect.
         Idempotent."""
+
+
+@runtime_checkable
+class ReportsHealth(Protocol):
+    """A channel (or listener) that can say how its connections are: ``Bus.health()`` asks
+    it. One that cannot is reported ``connected`` while the bus is open."""
+
+    def health(self) -> Literal["connecting", "connected", "reconnecting", "closed"]:
+        """``connecting`` before a first connection, ``connected``, ``reconnecting`` after a
+        loss (contract point 11), or ``closed``."""
 
 
 @runtime_checkable

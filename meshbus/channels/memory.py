@@ -24,7 +24,7 @@ import asyncio
 import itertools
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from meshbus.channels.delivery import BroadcastSubscriber, Hub, Member
@@ -124,6 +124,12 @@ class MemoryTransport:
         finally:
             hub.forget_reply(inbox)
         return Message(reply.subject, reply.data, reply.headers, id=reply.id)
+
+    def health(self) -> Literal["connecting", "connected", "reconnecting", "closed"]:
+        """Connected from ``start()`` to ``close()`` (``ReportsHealth``)."""
+        if self._closed:
+            return "closed"
+        return "connecting" if self._hub is None else "connected"
 
     async def close(self, timeout: float) -> None:
         if self._closed:

@@ -21,7 +21,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from meshbus import _clock
 from meshbus._clock import Alarm
@@ -173,6 +173,7 @@ class TcpTransport:
         self._round_robin = itertools.count()
         self._routes: dict[str, _Route] = {}
         self._deadlines = _Deadlines()
+        self._closed = False
 
     def _add_peer(self, host: str, port: int) -> Peer:
         """Start dialling one more peer."""
@@ -561,6 +562,13 @@ class TcpTransport:
     async def declare_group(self, pattern: str, group: str) -> None:
         raise NotSupported("direct channels are not durable: a group exists while a member does")
 
+    def health(self) -> Literal["connecting", "connected", "reconnecting", "closed"]:
+        """``connected`` while some peer is (``ReportsHealth``)."""
+        if self._closed:
+            return "closed"
+        return "connected" if self._connected() else "reconnecting"
+
     async def close(self, timeout: float) -> None:
+        self._closed = True
         await asyncio.gather(*(peer.stop() for peer in self.peers))
         self._deadlines.close()

@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from meshbus.channels.delivery import BroadcastSubscriber, Group, Hub, Member
 from meshbus.channels.direct.config import DirectConfig
@@ -356,6 +356,14 @@ class DirectListener:
         for conn, result in zip(live, results, strict=True):
             if isinstance(result, BaseException) and not conn.closed.is_set():
                 log.warning("peer %s did not confirm an interest change: %r", conn.name, result)
+
+    def health(self) -> Literal["connecting", "connected", "reconnecting", "closed"]:
+        """``connected`` while listening (``ReportsHealth``)."""
+        if self._closing or self._draining:
+            return "closed"
+        if self._server is None:
+            return "connecting"
+        return "connected" if self._server.is_serving() else "closed"
 
     # -- closing --------------------------------------------------------------------------------
 

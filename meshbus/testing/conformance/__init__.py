@@ -20,6 +20,7 @@ from meshbus.testing.conformance._close import CloseTests
 from meshbus.testing.conformance._delivery import DeliveryTests
 from meshbus.testing.conformance._publish import PublishTests
 from meshbus.testing.conformance._request import RequestTests
+from meshbus.testing.conformance._retry import RetryTests
 from meshbus.testing.conformance._serve import ServeTests
 from meshbus.testing.conformance._settle import SettleTests
 from meshbus.testing.conformance._subjects import SubjectTests
@@ -28,6 +29,13 @@ __all__ = ["ConformanceSuite"]
 
 
 class ConformanceSuite(
-    SubjectTests, DeliveryTests, SettleTests, PublishTests, RequestTests, ServeTests, CloseTests
+    SubjectTests,
+    DeliveryTests,
+    SettleTests,
+    PublishTests,
+    RequestTests,
+    ServeTests,
+    CloseTests,
+    RetryTests,
 ):
     """Every contract test; subclass it with a ``harness`` fixture."""
