@@ -1,6 +1,7 @@
 """What several tiers share: the real-broker fixtures of ``meshbus.testing.pytest_plugin``
-(conformance, brokers, nats, kafka, rabbitmq) and the Docker engine (the doctor's engine checks
-and tests/e2e).
+(conformance, brokers, nats, kafka, rabbitmq), its event loop switch (``MESHBUS_LOOP=uvloop``
+runs every asyncio test on uvloop) and the Docker engine (the doctor's engine checks and
+tests/e2e).
 
 pytest accepts ``pytest_plugins`` only in the rootdir conftest, so the broker fixtures are
 imported here instead, once for every tier."""
@@ -23,6 +24,8 @@ from meshbus.testing.pytest_plugin import (
     kafka_broker_factory,
     nats_server,
     nats_server_factory,
+    pytest_configure,
+    pytest_report_header,
     rabbitmq_server,
     rabbitmq_server_factory,
 )
@@ -34,6 +37,8 @@ __all__ = [
     "kafka_broker_factory",
     "nats_server",
     "nats_server_factory",
+    "pytest_configure",
+    "pytest_report_header",
     "rabbitmq_server",
     "rabbitmq_server_factory",
     "script_env",

@@ -10,12 +10,20 @@ Enable it in the rootdir ``conftest.py`` with ``pytest_plugins = ["meshbus.testi
   test: for tests that kill, restart or pause a broker.
 
 A missing broker binary skips the test, or fails it under ``MESHBUS_REQUIRE_INFRA=1``.
+
+The event loop: ``MESHBUS_LOOP=uvloop`` in the environment runs every pytest-asyncio test (and
+its async fixtures) on a uvloop loop, through pytest-asyncio's ``pytest_asyncio_loop_factories``
+hook; ``asyncio`` (the default) leaves pytest-asyncio's own loop alone. Asking for uvloop where
+it is not installed, or for a loop this does not know, stops the run with a usage error instead
+of testing another loop than the one asked for. The loop in use is printed in the run's header.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 import pytest
@@ -23,16 +31,77 @@ import pytest
 from meshbus.testing.brokers import BrokerProcess, NatsServer, RabbitMQServer, TansuBroker
 
 __all__ = [
+    "LOOP_ENV",
     "BrokerFactory",
+    "LoopChoice",
     "kafka_broker",
     "kafka_broker_factory",
+    "loop_choice",
     "nats_server",
     "nats_server_factory",
+    "pytest_configure",
+    "pytest_report_header",
     "rabbitmq_server",
     "rabbitmq_server_factory",
 ]
 
 B = TypeVar("B", bound=BrokerProcess)
+
+LOOP_ENV = "MESHBUS_LOOP"
+"""The environment variable that picks the event loop the tests run on: asyncio or uvloop."""
+
+_LOOPS = ("asyncio", "uvloop")
+
+
+class LoopChoice:
+    """An event loop other than asyncio's own, by ``name`` and the ``factory`` that makes one.
+
+    Registered as a pytest plugin, it answers pytest-asyncio's ``pytest_asyncio_loop_factories``
+    hook with that one factory, so every asyncio test runs on it with its name unchanged."""
+
+    def __init__(self, name: str, factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+        self.name = name
+        self.factory = factory
+
+    def pytest_asyncio_loop_factories(
+        self, config: pytest.Config, item: pytest.Item
+    ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+        return {self.name: self.factory}
+
+
+def loop_choice(environ: Mapping[str, str] = os.environ) -> LoopChoice | None:
+    """The loop ``MESHBUS_LOOP`` in ``environ`` names, None for asyncio's own (the default);
+    ``pytest.UsageError`` for a name this does not know, or for uvloop where it cannot be
+    imported."""
+    name = environ.get(LOOP_ENV, "").strip().lower() or "asyncio"
+    if name == "asyncio":
+        return None
+    if name not in _LOOPS:
+        raise pytest.UsageError(f"{LOOP_ENV}={name!r}: expected one of {', '.join(_LOOPS)}")
+    try:
+        import uvloop
+    except ImportError as exc:
+        raise pytest.UsageError(
+            f"{LOOP_ENV}=uvloop, but uvloop cannot be imported ({exc}): "
+            "pip install 'meshbus[uvloop]', or unset the variable to test on asyncio's loop"
+        ) from exc
+    return LoopChoice(name, uvloop.new_event_loop)
+
+
+_LOOP_PLUGIN = "meshbus-loop"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run the asyncio tests on the loop ``MESHBUS_LOOP`` names (see the module docstring)."""
+    choice = loop_choice()
+    if choice is not None and not config.pluginmanager.has_plugin(_LOOP_PLUGIN):
+        config.pluginmanager.register(choice, _LOOP_PLUGIN)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    choice = config.pluginmanager.get_plugin(_LOOP_PLUGIN)
+    name = choice.name if isinstance(choice, LoopChoice) else "asyncio"
+    return f"meshbus event loop: {name} ({LOOP_ENV})"
 
 
 class BrokerFactory(Generic[B]):
