@@ -15,15 +15,28 @@ from typing import cast
 from meshbus.errors import AdapterNotInstalled, ConfigurationError, UnknownScheme
 from meshbus.transport import TransportFactory
 
-__all__ = ["ENTRY_POINT_GROUP", "KNOWN_ADAPTERS", "TransportRegistry", "default_registry"]
+__all__ = [
+    "ADAPTERS",
+    "ENTRY_POINT_GROUP",
+    "KNOWN_ADAPTERS",
+    "TransportRegistry",
+    "default_registry",
+]
 
 ENTRY_POINT_GROUP = "meshbus.transports"
 
+ADAPTERS: Mapping[str, tuple[str, ...]] = {
+    "nats": ("nats",),
+    "rabbitmq": ("amqp", "amqps"),
+    "kafka": ("kafka",),
+}
+"""meshbus's own adapter distributions, the one list of them: extra -> the URL schemes its
+adapter serves. The adapter is the distribution ``meshbus-<extra>``, in ``adapters/<extra>``,
+and ``pip install 'meshbus[<extra>]'`` installs it (the root ``pyproject.toml`` declares each
+extra; a unit test holds both, and each adapter's entry points, to this table)."""
+
 KNOWN_ADAPTERS: Mapping[str, tuple[str, str]] = {
-    "nats": ("meshbus-nats", "nats"),
-    "amqp": ("meshbus-rabbitmq", "rabbitmq"),
-    "amqps": ("meshbus-rabbitmq", "rabbitmq"),
-    "kafka": ("meshbus-kafka", "kafka"),
+    scheme: (f"meshbus-{extra}", extra) for extra, schemes in ADAPTERS.items() for scheme in schemes
 }
 """Schemes served by meshbus's own adapter distributions: scheme -> (package, extra)."""
 
