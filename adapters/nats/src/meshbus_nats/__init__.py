@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from meshbus_nats._naming import consumer_name
 from meshbus_nats._options import NatsOptions
-from meshbus_nats._streams import consumer_name
 from meshbus_nats._transport import NatsTransport
 
 __all__ = ["NatsOptions", "NatsTransport", "consumer_name", "factory"]

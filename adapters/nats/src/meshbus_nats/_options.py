@@ -7,11 +7,10 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlunsplit
+from urllib.parse import urlunsplit
 
-from meshbus._adapters import move_typed, reject_unknown, take_tls
-from meshbus.config import parse_url
 from meshbus.errors import InvalidURL
+from meshbus.kit import channel_settings, move_typed, reject_unknown, split_hosts, take_tls
 
 __all__ = ["NatsOptions"]
 
@@ -49,18 +48,12 @@ class NatsOptions:
     @classmethod
     def parse(cls, url: str, options: Mapping[str, Any]) -> NatsOptions:
         """Read ``nats://[user:pass@]host:port[,host:port...]?option=value``."""
-        parts = parse_url(url)
+        parts, settings = channel_settings(url, options)
         if not parts.netloc:
             raise InvalidURL(url, "nats:// needs a host, e.g. nats://localhost:4222")
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        settings: dict[str, Any] = {**query, **options}
-        userinfo, _, hosts = parts.netloc.rpartition("@")
+        userinfo, hosts = split_hosts(parts.netloc)
         auth = f"{userinfo}@" if userinfo else ""
-        servers = [
-            urlunsplit((parts.scheme, f"{auth}{host}", "", "", ""))
-            for host in hosts.split(",")
-            if host
-        ]
+        servers = [urlunsplit((parts.scheme, f"{auth}{host}", "", "", "")) for host in hosts]
         values: dict[str, Any] = {"servers": servers}
         try:
             for name in ("stream_prefix", "request_prefix"):

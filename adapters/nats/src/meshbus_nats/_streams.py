@@ -1,21 +1,14 @@
-"""How meshbus subjects and groups map onto JetStream streams and consumers.
+"""Where a group's messages are kept: JetStream streams and durable consumers (named as
+``_naming`` says).
 
-- A **stream** covers one subject space, the first token of a subject: meshbus creates
-  ``<stream_prefix><space>`` (``MB_orders``) capturing ``orders`` and ``orders.>`` when the
-  first group in that space is declared or subscribed. A stream that already captures the
-  subjects (made by an operator or another application) is found and reused instead.
-  Streams use interest retention: a message is kept until every group on it has acked it, and
-  a message no group wants is not kept (as broadcast semantics say).
-- A **consumer** is one group on one pattern: the durable push consumer
-  ``<group>_<10 hex digits of sha256(pattern)>`` with ``filter_subject=pattern``, delivering to
-  ``_MB.D.<stream>.<consumer>`` as queue group ``<consumer>``; members are core queue
-  subscribers of that subject. New groups start with messages published after they exist.
-- Groups on a pattern whose first token is a wildcard are not supported (no space to own).
+A stream that already captures a pattern's subjects is found and used; otherwise meshbus
+creates one for the pattern's subject space when the first group in that space is declared or
+subscribed. Streams use interest retention: a message is kept until every group on it has
+acked it, and a message no group wants is not kept (as broadcast semantics say). New groups
+start with messages published after they exist.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import nats.js.errors
 from nats.js import JetStreamContext
@@ -30,18 +23,9 @@ from nats.js.api import (
 
 from meshbus.errors import NotSupported
 from meshbus_nats._errors import mapped
+from meshbus_nats._naming import consumer_name, deliver_subject, space_of, stream_name
 
-__all__ = ["Consumer", "consumer_name", "ensure_consumer", "ensure_stream", "find_stream"]
-
-
-def space_of(subject: str) -> str:
-    """The first token of ``subject``."""
-    return subject.partition(".")[0]
-
-
-def consumer_name(group: str, pattern: str) -> str:
-    """The durable consumer name of ``group`` on ``pattern``."""
-    return f"{group}_{hashlib.sha256(pattern.encode()).hexdigest()[:10]}"
+__all__ = ["Consumer", "ensure_consumer", "ensure_stream", "find_stream"]
 
 
 class Consumer:
@@ -53,7 +37,7 @@ class Consumer:
         self.stream = stream
         self.name = name
         self.pattern = pattern
-        self.deliver_subject = f"_MB.D.{stream}.{name}"
+        self.deliver_subject = deliver_subject(stream, name)
 
 
 async def find_stream(js: JetStreamContext, subject: str) -> str | None:
@@ -76,7 +60,7 @@ async def ensure_stream(js: JetStreamContext, pattern: str, prefix: str) -> str:
     found = await find_stream(js, pattern)
     if found is not None:
         return found
-    name = f"{prefix}{space}"
+    name = stream_name(prefix, space)
     config = StreamConfig(
         name=name,
         subjects=[space, f"{space}.>"],

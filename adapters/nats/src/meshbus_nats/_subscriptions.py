@@ -7,16 +7,13 @@ Both also receive requests, which travel as core NATS messages on ``<request_pre
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from meshbus.channels.inbox import Inbox
 from meshbus.errors import MeshbusError
 from meshbus.headers import (
     KEY,
@@ -24,20 +21,43 @@ from meshbus.headers import (
     dead_letter_headers,
 )
 from meshbus.headers import dead_letter_subject as dead_letter_subject_of
+from meshbus.kit import Inbox
 from meshbus.message import Message
-from meshbus.transport import Envelope
-from meshbus_nats._errors import translate
+from meshbus.transport import Capabilities, Envelope
+from meshbus_nats._errors import NATS_ERRORS, translate
+from meshbus_nats._naming import request_subject
+from meshbus_nats._options import NatsOptions
 from meshbus_nats._streams import Consumer
-from meshbus_nats._wire import NATS_MSG_ID
+from meshbus_nats._wire import NATS_MSG_ID, MeshClient
 
-if TYPE_CHECKING:
-    from meshbus_nats._transport import NatsTransport
-
-__all__ = ["Broadcast", "Member"]
+__all__ = ["Broadcast", "Host", "Member"]
 
 _ACK, _NAK, _TERM, _PROGRESS = b"", b"-NAK", b"+TERM", b"+WPI"
 """JetStream acknowledgements (an empty message is +ACK)."""
-_NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
+
+
+class Host(Protocol):
+    """What a subscription uses of its transport (``NatsTransport``)."""
+
+    options: NatsOptions
+    capabilities: Capabilities
+    request_skip: int
+    """Characters of ``<request_prefix>.`` before a request's subject."""
+
+    @property
+    def client(self) -> MeshClient:
+        """The live connection."""
+
+    async def send_reply(self, reply: Envelope) -> None:
+        """Send a reply to a requester's inbox."""
+
+    async def publish_dead_letter(
+        self, subject: str, data: bytes, headers: dict[str, str], msg_id: str
+    ) -> None:
+        """Publish a dead letter to JetStream, confirmed."""
+
+    def forget(self, sub: Broadcast | Member) -> None:
+        """``sub`` closed."""
 
 
 def _delivered(reply: str) -> int:
@@ -50,8 +70,8 @@ def _delivered(reply: str) -> int:
 class _Inbox(Inbox):
     """Messages delivered to one subscription, waiting for ``__anext__``."""
 
-    def __init__(self, transport: NatsTransport) -> None:
-        super().__init__()
+    def __init__(self, transport: Host, capacity: int = 0) -> None:
+        super().__init__(capacity=capacity)
         self.transport = transport
         self.max_payload = transport.capabilities.max_payload
         self.subs: list[Subscription] = []
@@ -66,7 +86,7 @@ class _Inbox(Inbox):
         nc = self.transport.client
         for sub in self.subs:
             nc.forget_direct(sub)
-            with contextlib.suppress(*_NATS_ERRORS):
+            with contextlib.suppress(*NATS_ERRORS):
                 if drain and nc.is_connected:
                     await sub.drain()  # type: ignore[no-untyped-call]
                 else:
@@ -95,8 +115,8 @@ class _Inbox(Inbox):
     async def _subscribe_requests(self, pattern: str, queue: str) -> None:
         """Requests on ``pattern`` (as queue group ``queue`` where given), delivered directly."""
         nc = self.transport.client
-        rpc = self.transport.options.request_prefix
-        sub = await nc.subscribe(f"{rpc}.{pattern}", queue=queue, cb=self._on_request)
+        subject = request_subject(self.transport.options.request_prefix, pattern)
+        sub = await nc.subscribe(subject, queue=queue, cb=self._on_request)
         self.subs.append(sub)
         nc.deliver_directly(sub, self._direct_request)
 
@@ -122,13 +142,9 @@ class _Inbox(Inbox):
 class Broadcast(_Inbox):
     """A core NATS subscription: every live subscriber gets every message."""
 
-    def __init__(self, transport: NatsTransport, pattern: str) -> None:
-        super().__init__(transport)
+    def __init__(self, transport: Host, pattern: str) -> None:
+        super().__init__(transport, capacity=transport.options.buffer)
         self.pattern = pattern
-        self.capacity = transport.options.buffer
-        self.space = asyncio.Event()
-        self.space.set()
-        self.paused = False
 
     async def start(self) -> None:
         nc = self.transport.client
@@ -138,7 +154,7 @@ class Broadcast(_Inbox):
             nc.deliver_directly(sub, self._direct_message)
             await self._subscribe_requests(self.pattern, "")
             await self._confirm()
-        except _NATS_ERRORS as exc:
+        except NATS_ERRORS as exc:
             await self._unsubscribe(False)
             raise translate(exc, "subscribe", self.pattern) from exc
 
@@ -183,24 +199,14 @@ class Broadcast(_Inbox):
                 settler=self,
             )
         )
-        if len(self.queue) >= self.capacity and not self.closing:
-            self.space.clear()
-            self.paused = True
-            await self.space.wait()
-
-    def _take(self, message: Message) -> Message:
-        if self.paused and len(self.queue) <= self.capacity // 2:
-            self.paused = False
-            self.space.set()
-        return message
+        if self.buffer_full():
+            await self.wait_for_room()  # nats-py's queue holds what comes meanwhile
 
     async def close(self, timeout: float) -> None:
         """Unsubscribe; settling a broadcast message changes nothing, so nothing waits."""
         if self.closing:
             return
         self._stop()
-        self.space.set()
-        self.queue.clear()
         await self._unsubscribe(False)
         self.transport.forget(self)
 
@@ -212,14 +218,14 @@ class Member(_Inbox):
     A delivery's token is its reply subject (``$JS.ACK...``): settling publishes the JetStream
     acknowledgement there, as nats-py's ``Msg.ack()`` and friends do."""
 
-    def __init__(self, transport: NatsTransport, consumer: Consumer, group: str) -> None:
+    _take = Inbox._track  # a delivery is in flight from when it is handed out
+
+    def __init__(self, transport: Host, consumer: Consumer, group: str) -> None:
         super().__init__(transport)
         self.consumer = consumer
         self.group = group
         self.dead_subject = dead_letter_subject_of(group)
         self.max_deliver = transport.options.max_deliver
-        self.in_flight: dict[str, Message] = {}
-        self.drained: asyncio.Event | None = None
 
     async def start(self) -> None:
         nc = self.transport.client
@@ -232,7 +238,7 @@ class Member(_Inbox):
             nc.deliver_directly(sub, self._direct_delivery)
             await self._subscribe_requests(consumer.pattern, self.group)
             await self._confirm()
-        except _NATS_ERRORS as exc:
+        except NATS_ERRORS as exc:
             await self._unsubscribe(False)
             raise translate(exc, "subscribe", consumer.pattern) from exc
 
@@ -279,35 +285,24 @@ class Member(_Inbox):
             return
         self.push(message)
 
-    def _take(self, message: Message) -> Message:
-        if message.token is not None:
-            self.in_flight[message.token] = message
-        return message
-
-    def _settled(self, message: Message) -> str | None:
-        token: str | None = message.token
-        if token is not None:
-            self.in_flight.pop(token, None)
-            if self.drained is not None and not self.in_flight:
-                self.drained.set()
-        return token
-
     async def _send(self, token: str, payload: bytes, op: str, subject: str) -> None:
         """Publish a JetStream acknowledgement (``payload``) to a delivery's reply subject."""
         try:
             await self.transport.client.send(token, payload, None)
-        except _NATS_ERRORS as exc:
+        except NATS_ERRORS as exc:
             raise translate(exc, op, subject) from exc
 
     async def ack(self, message: Message) -> None:
         """+ACK: done with; JetStream will not deliver it to this group again."""
-        token = self._settled(message)
+        self._release(message)
+        token: str | None = message.token
         if token is not None:
             await self._send(token, _ACK, "ack", message.subject)
 
     async def nack(self, message: Message, delay: float | None) -> None:
         """-NAK, with JetStream's redelivery delay where given."""
-        token = self._settled(message)
+        self._release(message)
+        token: str | None = message.token
         if token is not None:
             payload = _NAK
             if delay:
@@ -316,8 +311,8 @@ class Member(_Inbox):
 
     async def reject(self, message: Message, reason: str) -> None:
         """Publish to ``dead-letter.<group>`` (confirmed), then +TERM."""
-        token = self._settled(message)
-        if token is not None:
+        self._release(message)
+        if message.token is not None:
             await self._dead_letter(message, reason)
 
     async def progress(self, message: Message) -> None:
@@ -340,17 +335,10 @@ class Member(_Inbox):
         handed-out messages to be settled, then give the rest back (-NAK)."""
         if self.closing:
             return
-        self._stop()
+        give_back = [m for m in self._stop() if m.token is not None]
         await self._unsubscribe(True)
-        give_back = [m for m in self.queue if m.token is not None]
-        self.queue.clear()
-        if self.in_flight and timeout > 0:
-            self.drained = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.drained.wait()
-        give_back.extend(self.in_flight.values())
-        self.in_flight.clear()
+        await self._drain(timeout)
+        give_back += self._unsettled()
         for message in give_back:
             with contextlib.suppress(MeshbusError):
                 await self._send(message.token, _NAK, "nack", message.subject)

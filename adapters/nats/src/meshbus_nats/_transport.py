@@ -1,5 +1,6 @@
 """``nats://`` — the NATS channel: core NATS for broadcast and request/reply, JetStream for
-durable groups (see ``_streams`` for the naming of streams and consumers).
+durable groups (see ``_naming`` for the names of streams and consumers, ``_streams`` for
+where they come from).
 
 A publish to a subject that a stream captures goes through JetStream and returns on its PubAck;
 core subscribers of the subject see it too, since JetStream stores what is published on core
@@ -17,18 +18,17 @@ from dataclasses import replace
 from time import monotonic
 from typing import Any
 
-import nats
-import nats.errors
-import nats.js.errors
 from nats.js import JetStreamContext
 
 from meshbus.errors import Closed, MeshbusError, PayloadTooLarge, PublishTimeout
 from meshbus.headers import KEY, MESSAGE_ID
+from meshbus.kit import BoundedCache
 from meshbus.message import Message
 from meshbus.transport import Capabilities, Envelope
-from meshbus_nats._errors import translate
-from meshbus_nats._inboxes import Batch, Item, NoStream, PubAcks, Replies
+from meshbus_nats._errors import NATS_ERRORS, translate
+from meshbus_nats._naming import request_subject
 from meshbus_nats._options import NatsOptions
+from meshbus_nats._requests import Batch, Item, NoStream, PubAcks, Replies
 from meshbus_nats._streams import ensure_consumer, ensure_stream, find_stream
 from meshbus_nats._subscriptions import Broadcast, Member
 from meshbus_nats._wire import NATS_MSG_ID, MeshClient
@@ -42,7 +42,6 @@ HEADROOM = 256
 DEFAULT_MAX_ACK_PENDING = 256
 NOT_COVERED_TTL = 5.0
 """Seconds a "no stream captures this subject" answer is trusted before asking again."""
-_NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 _FOREVER = float("inf")
 
 
@@ -59,14 +58,17 @@ class NatsTransport:
             no_responders=True,
             reconnects=True,
         )
-        self.request_skip = len(self.options.request_prefix) + 1
+        self.request_prefix = request_subject(self.options.request_prefix, "")
+        """``<request_prefix>.``: requests travel on it followed by their subject."""
+        self.request_skip = len(self.request_prefix)
         self._nc: MeshClient | None = None
         self._js: JetStreamContext | None = None
         self._acks: PubAcks | None = None
         self._replies: Replies | None = None
         self._up = asyncio.Event()
         self._server_max = 1024 * 1024
-        self._covered: dict[str, tuple[str, float]] = {}
+        self._covered: BoundedCache[str, tuple[str, float]] = BoundedCache()
+        """Subject -> (the stream capturing it or "", until when that answer is trusted)."""
         self._groups: dict[tuple[str, str], int] = {}
         self._subs: set[Broadcast | Member] = set()
         self._restore: asyncio.Task[None] | None = None
@@ -103,8 +105,8 @@ class NatsTransport:
         kwargs.update(opts.client_options)
         try:
             await nc.connect(**kwargs)
-        except _NATS_ERRORS as exc:
-            with contextlib.suppress(*_NATS_ERRORS):
+        except NATS_ERRORS as exc:
+            with contextlib.suppress(*NATS_ERRORS):
                 await nc.close()
             cause = self._last_error or exc
             servers = ", ".join(opts.servers)
@@ -189,10 +191,8 @@ class NatsTransport:
                 stream = await find_stream(self._js, subject) or ""
         except TimeoutError as exc:
             raise translate(exc, "publish", subject, timeout or 0) from None
-        if len(self._covered) > 4096:
-            self._covered.clear()
         ttl = _FOREVER if stream else NOT_COVERED_TTL
-        self._covered[subject] = (stream, monotonic() + ttl)
+        self._covered.put(subject, (stream, monotonic() + ttl))
         return stream
 
     async def publish(self, envelope: Envelope, timeout: float | None) -> None:
@@ -214,7 +214,7 @@ class NatsTransport:
                 await self.client.send(subject, envelope.data, self._headers(envelope))
             else:
                 await self.client.send_id(subject, envelope.data, envelope.id)
-        except _NATS_ERRORS as exc:
+        except NATS_ERRORS as exc:
             raise translate(exc, "publish", subject, timeout or 0) from exc
 
     async def publish_many(self, envelopes: Sequence[Envelope], timeout: float | None) -> None:
@@ -233,7 +233,7 @@ class NatsTransport:
                     await nc.send(subject, envelope.data, self._headers(envelope))
                 else:
                     await nc.send_id(subject, envelope.data, envelope.id)
-            except _NATS_ERRORS as exc:
+            except NATS_ERRORS as exc:
                 raise translate(exc, "publish", subject, timeout or 0) from exc
         if durable:
             await self._js_publish(durable, timeout)
@@ -253,7 +253,7 @@ class NatsTransport:
             try:
                 for index, item in enumerate(items):
                     tokens.append(await acks.send(item, batch, index))
-            except _NATS_ERRORS as exc:
+            except NATS_ERRORS as exc:
                 for token in tokens:
                     acks.pending.pop(token, None)
                 raise translate(exc, "publish", items[0][0], timeout or 0) from exc
@@ -286,7 +286,7 @@ class NatsTransport:
         """Publish a dead letter to JetStream (its stream is created if missing)."""
         assert self._js is not None
         stream = await ensure_stream(self._js, subject, self.options.stream_prefix)
-        self._covered[subject] = (stream, _FOREVER)
+        self._covered.put(subject, (stream, _FOREVER))
         headers[NATS_MSG_ID] = msg_id
         await self._js_publish([(subject, data, headers, msg_id)], self.options.ack_timeout * 6)
 
@@ -297,7 +297,7 @@ class NatsTransport:
             del headers[MESSAGE_ID]
         try:
             await self.client.send_now(reply.subject, reply.data, headers)
-        except _NATS_ERRORS as exc:
+        except NATS_ERRORS as exc:
             raise translate(exc, "respond", reply.subject) from exc
 
     # -- subscribing -----------------------------------------------------------------------
@@ -350,9 +350,9 @@ class NatsTransport:
         assert self._replies is not None
         try:
             return await self._replies.ask(
-                f"{self.options.request_prefix}.{subject}", envelope.data, headers, timeout
+                self.request_prefix + subject, envelope.data, headers, timeout
             )
-        except _NATS_ERRORS as exc:
+        except NATS_ERRORS as exc:
             raise translate(exc, "request", subject, timeout) from exc
 
     # -- closing ---------------------------------------------------------------------------
@@ -371,7 +371,7 @@ class NatsTransport:
                 await self._restore
         nc = self._nc
         if nc.is_connected:
-            with contextlib.suppress(*_NATS_ERRORS):
+            with contextlib.suppress(*NATS_ERRORS):
                 await nc.flush(timeout=max(1, int(timeout) + 1))
-        with contextlib.suppress(*_NATS_ERRORS):
+        with contextlib.suppress(*NATS_ERRORS):
             await nc.close()

@@ -26,8 +26,11 @@ and overrides four private methods and its protocol parser:
   SUB. Pending commands are written first.
 
 ``FAST`` (``FAST_READ`` for the parser) is false when the installed nats-py does not have
-these methods with the signatures used here; the client then behaves exactly as nats-py's
-``Client`` and nothing is delivered directly.
+these methods with the signatures used here, and under ``MESHBUS_SAFE=1``
+(``meshbus.fastpath``); the client then behaves exactly as nats-py's ``Client`` and nothing is
+delivered directly. The fix to ``_send_ping`` is not a shortcut but what makes ``flush()``
+mean what it says, so it stays on under ``MESHBUS_SAFE=1``, wherever the attributes it needs
+are there.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ from nats.errors import (
 )
 from nats.protocol import parser as nats_parser
 
+from meshbus.fastpath import enabled
 from meshbus.headers import MESSAGE_ID
+from meshbus.kit import BoundedCache
 
 __all__ = [
     "FAST",
@@ -88,7 +93,7 @@ def _signature(name: str) -> list[str]:
     return list(inspect.signature(method).parameters) if callable(method) else []
 
 
-FAST = (
+FAST = enabled(
     _signature("_send_publish")
     == ["self", "subject", "reply", "payload", "payload_size", "headers"]
     and _signature("_process_headers") == ["self", "headers"]
@@ -127,13 +132,13 @@ def parse_header_block(raw: bytes) -> dict[str, str] | None:
 
 
 _AWAITING_CONTROL_LINE = getattr(nats_parser, "AWAITING_CONTROL_LINE", None)
-FAST_READ = (
+FAST_READ = enabled(
     _AWAITING_CONTROL_LINE is not None
     and _signature("_process_msg") == ["self", "sid", "subject", "reply", "data", "headers"]
     and list(inspect.signature(nats_parser.Parser.parse).parameters) == ["self", "data"]
     and list(inspect.signature(nats_parser.Parser.reset).parameters) == ["self"]
 )
-"""Whether nats-py's parser is the one ``_Parser`` extends."""
+"""Whether nats-py's parser is the one ``_Parser`` extends (and fast paths are allowed)."""
 
 
 def split_message(line: bytes) -> tuple[bytes, int, bytes, int, int] | None:
@@ -285,7 +290,7 @@ class MeshClient(Client):
         self._direct: dict[int, tuple[Subscription, DirectDelivery]] = {}
         self._behind: set[int] = set()
         self._good_names: set[str] = set()
-        self._heads: dict[tuple[str, int, int], bytes] = {}
+        self._heads: BoundedCache[tuple[str, int, int], bytes] = BoundedCache()
         if self.fast and FAST_READ and hasattr(self, "_ps"):
             self._ps = _Parser(self)
 
@@ -342,7 +347,7 @@ class MeshClient(Client):
         """``send``, then write what is pending at once instead of on the flusher task's next
         turn: one loop iteration less for a message someone waits for (a request, a reply)."""
         await self.send(subject, payload, headers, reply)
-        if self._can_write:
+        if self.fast and self._can_write:
             self._write_pending()
 
     def _write_pending(self) -> None:
@@ -377,10 +382,9 @@ class MeshClient(Client):
             cached = self._heads.get(key)
             if cached is None:
                 block = len(message_id) + _ID_BLOCK_SIZE
-                cached = f"HPUB {subject}  {block} {block + size}\r\n{_ID_LINE}".encode()
-                if len(self._heads) >= 4096:
-                    self._heads.clear()
-                self._heads[key] = cached
+                cached = self._heads.put(
+                    key, f"HPUB {subject}  {block} {block + size}\r\n{_ID_LINE}".encode()
+                )
             command = b"".join((cached, message_id.encode(), b"\r\n\r\n", payload, b"\r\n"))
         stats = self.stats
         stats["out_msgs"] += 1

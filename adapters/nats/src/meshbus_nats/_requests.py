@@ -1,7 +1,10 @@
-"""Wildcard inboxes of the ``nats://`` channel: PubAcks of pipelined JetStream publishes,
-and replies to requests. Both get their messages straight from the connection's read loop
-(``MeshClient.deliver_directly``); status messages (no stream, no responders) take nats-py's
-path, which reads status lines."""
+"""What this client asks and waits to hear back about: requests, and JetStream publishes,
+which are requests too (the server answers each with a PubAck).
+
+Each kind has one wildcard inbox of the connection, ``<inbox>.*``, and each message that waits
+for an answer gets a token of its own under it. Answers come straight from the connection's
+read loop (``MeshClient.deliver_directly``); status messages (no stream, no responders) take
+nats-py's path, which reads status lines."""
 
 from __future__ import annotations
 
@@ -48,19 +51,34 @@ class Batch:
                 self.done.set_result(None)
 
 
-class PubAcks:
-    """Pipelined JetStream publishes: one wildcard inbox, PubAcks delivered directly."""
+class _Answers:
+    """One wildcard inbox: ``prefix`` + token per message waiting for an answer."""
 
     def __init__(self, nc: MeshClient) -> None:
         self.nc = nc
         self.prefix = nc.new_inbox() + "."
         self.skip = len(self.prefix)
-        self.pending: dict[str, tuple[Batch, int]] = {}
         self.count = 0
 
     async def start(self) -> None:
+        """Subscribe to the inbox; answers then come to ``_direct_reply`` (or ``_on_reply``,
+        for what the read loop does not hand over)."""
         sub = await self.nc.subscribe(self.prefix + "*", cb=self._on_reply)
         self.nc.deliver_directly(sub, self._direct_reply)
+
+    def _direct_reply(self, subject: str, reply: str, data: bytes, headers: dict[str, str]) -> bool:
+        raise NotImplementedError
+
+    async def _on_reply(self, msg: Msg) -> None:
+        raise NotImplementedError
+
+
+class PubAcks(_Answers):
+    """Pipelined JetStream publishes: one wildcard inbox, PubAcks delivered directly."""
+
+    def __init__(self, nc: MeshClient) -> None:
+        super().__init__(nc)
+        self.pending: dict[str, tuple[Batch, int]] = {}
 
     async def send(self, item: Item, batch: Batch, index: int) -> str:
         """Publish ``item`` with a reply inbox for its PubAck; return the inbox's token."""
@@ -97,20 +115,13 @@ class PubAcks:
             batch.settle(index, True)
 
 
-class Replies:
+class Replies(_Answers):
     """Requests over one wildcard inbox: each waits on its own future; the request is written
     at once rather than on the flusher's next turn."""
 
     def __init__(self, nc: MeshClient) -> None:
-        self.nc = nc
-        self.prefix = nc.new_inbox() + "."
-        self.skip = len(self.prefix)
+        super().__init__(nc)
         self.waiting: dict[str, asyncio.Future[Message]] = {}
-        self.count = 0
-
-    async def start(self) -> None:
-        sub = await self.nc.subscribe(self.prefix + "*", cb=self._on_reply)
-        self.nc.deliver_directly(sub, self._direct_reply)
 
     async def ask(
         self, subject: str, data: bytes, headers: dict[str, str], timeout: float
