@@ -1,4 +1,5 @@
-"""The ``meshbus`` command line: ``meshbus doctor``, ``meshbus channels``, ``meshbus version``."""
+"""The ``meshbus`` command line: ``meshbus run``, ``meshbus probe``, ``meshbus doctor``,
+``meshbus channels``, ``meshbus version``."""
 
 from __future__ import annotations
 
@@ -48,9 +49,48 @@ def main(argv: list[str] | None = None) -> int:
         help="size of the frame sent to each direct peer to test the path MTU (0: no probe; "
         "default 16384)",
     )
+    run = commands.add_parser(
+        "run", help="run a meshbus.App as a service (health endpoint, drain on SIGTERM)"
+    )
+    run.add_argument("app", help="the app as module:attribute (or path/to/file.py:attribute)")
+    run.add_argument("--url", help="the channel URL (default: the app's, or MESHBUS_URL)")
+    run.add_argument("--routes", help="JSON object or PATTERN=URL,... (default MESHBUS_ROUTES)")
+    run.add_argument("--listen", help="direct listen address (default MESHBUS_LISTEN)")
+    run.add_argument("--health", metavar="HOST:PORT", help="serve /livez and /readyz there")
+    run.add_argument("--workers", type=int, default=1, help="processes of the app (default 1)")
+    run.add_argument(
+        "--drain-timeout", type=float, default=10.0, help="seconds to drain on SIGTERM (10)"
+    )
+    run.add_argument("--log-format", choices=("text", "json"), default="text")
+    run.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
+    probe = commands.add_parser(
+        "probe", help="GET an http:// URL; exit 0 on a 2xx answer (a healthcheck without curl)"
+    )
+    probe.add_argument("url", help="e.g. http://127.0.0.1:8080/readyz")
+    probe.add_argument("--timeout", type=float, default=2.0)
     commands.add_parser("channels", help="list the URL schemes this installation serves")
     commands.add_parser("version", help="print the meshbus version")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        from meshbus.runner import RunOptions, main_run
+
+        return main_run(
+            RunOptions(
+                app=args.app,
+                url=args.url,
+                routes=args.routes,
+                listen=args.listen,
+                health=args.health,
+                workers=args.workers,
+                drain_timeout=args.drain_timeout,
+                log_format=args.log_format,
+                loop=args.loop,
+            )
+        )
+    if args.command == "probe":
+        from meshbus.runner import probe as probe_url
+
+        return probe_url(args.url, args.timeout)
     if args.command == "channels":
         return _channels()
     if args.command == "doctor":

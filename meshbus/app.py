@@ -107,6 +107,8 @@ class App:
         self._bus: Bus | None = None
         self._state: Literal["new", "starting", "running", "stopping", "stopped"] = "new"
         self._stack: contextlib.AsyncExitStack | None = None
+        self._stopped: asyncio.Event | None = None
+        self._owns_bus = False
         self._observer: Callable[[str, Message, Any, BaseException | None], None] | None = None
 
     # -- declaring ------------------------------------------------------------------------------
@@ -183,8 +185,8 @@ class App:
         return hook
 
     def on_shutdown(self, hook: F) -> F:
-        """Run ``hook()`` once the handlers have drained, before the bus closes; in the
-        reverse order they were added."""
+        """Run ``hook()`` once the handlers have drained, before the bus closes (it may still
+        publish); in the reverse order they were added."""
         self._shutdown.append(hook)
         return hook
 
@@ -245,10 +247,12 @@ class App:
                     drain_timeout=self.drain_timeout,
                 )
                 self._bus = bus
+                self._owns_bus = True
                 await bus.start()
                 stack.push_async_callback(bus.close)
             else:
                 self._bus = bus
+                self._owns_bus = False
             for hook in self._startup:
                 result = hook()
                 if result is not None:
@@ -275,26 +279,42 @@ class App:
             if isinstance(exc, Exception):
                 raise StartupFailed(f"app {self.name!r} did not start: {exc}") from exc
             raise
-        self._state = "running"
+        if self._state == "starting":  # not when a stop began meanwhile (begin_stop)
+            self._state = "running"
         log.info("app %r running: %d handlers", self.name, len(self.handlers))
         return self
 
+    def begin_stop(self) -> None:
+        """Not ready from now on (a stop signal came; ``stop()`` follows)."""
+        if self._state in ("starting", "running"):
+            self._state = "stopping"
+
     async def stop(self, timeout: float | None = None) -> None:
         """Stop: not ready at once, handlers drained (up to ``timeout``, default
-        ``drain_timeout``), shutdown hooks, the bus closed (idempotent)."""
+        ``drain_timeout``), shutdown hooks, the bus closed. A second call waits for the
+        first."""
         if self._state in ("new", "stopped"):
             self._state = "stopped"
             return
-        if self._state == "stopping":
+        if self._stopped is not None:
+            await self._stopped.wait()
             return
+        self._stopped = asyncio.Event()
         self._state = "stopping"
         budget = self.drain_timeout if timeout is None else timeout
         try:
-            await self._close_services(budget)
+            if self._owns_bus and self._bus is not None and not self._bus.closed:
+                # Direct peers stop sending first, what was accepted is handled, then every
+                # handler drains; the bus stays open for the shutdown hooks.
+                await self._bus.drain(budget)
+            else:
+                await self._close_services(budget)
             if self._stack is not None:
                 await self._stack.aclose()
         finally:
             self._state = "stopped"
+            self._stopped.set()
+            self._stopped = None
 
     async def _close_services(self, timeout: float) -> None:
         services = [e.service for e in self.handlers if e.service is not None]

@@ -223,19 +223,33 @@ class Bus(AsyncResource):
                             await self._idle
                     except TimeoutError:
                         pass
-                if self._listener is not None:
-                    # Direct peers stop sending; what was accepted is handed out first.
-                    await self._listener.quiesce(max(0.0, deadline - loop.time()))
-                subs = list(self._subscriptions)
-                await asyncio.gather(
-                    *(s.close(max(0.0, deadline - loop.time())) for s in subs),
-                    return_exceptions=True,
-                )
+                await self._drain_deliveries(deadline)
             for channel in self._channels():
                 await channel.close(max(0.0, deadline - loop.time()))
         finally:
             self._state = _CLOSED
             self._closed_event.set()
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop taking messages, but stay open for publishing: direct peers are told to send
+        nothing new and what this process accepted from them is handed out; then every
+        subscription and handler drains (up to ``timeout`` in all, default
+        ``drain_timeout``), as ``close()`` would. ``close()`` still follows."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        budget = self.drain_timeout if timeout is None else timeout
+        await self._drain_deliveries(loop.time() + budget)
+
+    async def _drain_deliveries(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        if self._listener is not None:
+            # Direct peers stop sending; what was accepted is handed out first.
+            await self._listener.quiesce(max(0.0, deadline - loop.time()))
+        subs = list(self._subscriptions)
+        await asyncio.gather(
+            *(s.close(max(0.0, deadline - loop.time())) for s in subs),
+            return_exceptions=True,
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 
