@@ -109,6 +109,7 @@ class Hub:
         self._groups: dict[tuple[str, str], Group] = {}
         self._group_index: SubjectIndex[Group] = SubjectIndex()
         self._pending: dict[str, ReplyWaiter] = {}
+        self.hurried = False
 
     # -- groups and subscribers -----------------------------------------------------------------
 
@@ -146,8 +147,20 @@ class Hub:
             self._group_index.remove(pattern, group)
 
     def holding(self) -> bool:
-        """True while some group holds messages no member has taken yet."""
-        return any(group.queue for group in self._groups.values())
+        """True while some group holds a message not settled for good: queued, waiting for a
+        delayed redelivery, or taken by a member and not settled yet."""
+        return any(
+            group.queue or group.delayed or any(m.in_flight for m in group.members)
+            for group in self._groups.values()
+        )
+
+    def hurry(self) -> None:
+        """From now on a redelivery asked with a delay is queued at once, and those waiting
+        for their delay are queued now: a draining listener hands out everything it accepted
+        before it closes, whatever delay a handler asked for."""
+        self.hurried = True
+        for group in self._groups.values():
+            group.due_now()
 
     def queued(self) -> int:
         """Messages queued in groups and not taken by a member yet."""
@@ -223,6 +236,9 @@ class Group:
         self.name = name
         self.queue: deque[Entry] = deque()
         self.waiters: deque[Wakeable] = deque()
+        self.delayed: dict[Entry, asyncio.TimerHandle] = {}
+        """Entries nacked with a delay, and the timers that queue them again."""
+        self.members: set[Member] = set()
 
     def enqueue(
         self,
@@ -241,6 +257,24 @@ class Group:
         self.queue.append(entry)
         if self.waiters:
             _wake_first(self.waiters)
+
+    def put_later(self, entry: Entry, delay: float) -> None:
+        """Queue an entry again after ``delay`` seconds (at once while the hub hurries)."""
+        if self.hub.hurried:
+            self.put(entry)
+            return
+        self.delayed[entry] = asyncio.get_running_loop().call_later(delay, self._due, entry)
+
+    def _due(self, entry: Entry) -> None:
+        if self.delayed.pop(entry, None) is not None:
+            self.put(entry)
+
+    def due_now(self) -> None:
+        """Queue every delayed entry now."""
+        delayed, self.delayed = self.delayed, {}
+        for entry, timer in delayed.items():
+            timer.cancel()
+            self.put(entry)
 
     def put_back(self, entries: list[Entry]) -> None:
         """Give entries back at the head of the queue, in their order (a member's close)."""
@@ -350,6 +384,7 @@ class Member(_Subscriber):
     ) -> None:
         super().__init__(group.hub, max_payload, prefetch, on_close)
         self.group = group
+        group.members.add(self)
 
     async def __anext__(self) -> Message:
         group = self.group
@@ -429,7 +464,7 @@ class Member(_Subscriber):
         if entry is None:
             return
         if delay:
-            asyncio.get_running_loop().call_later(delay, self.group.put, entry)
+            self.group.put_later(entry, delay)
         else:
             self.group.put(entry)
 
@@ -453,6 +488,7 @@ class Member(_Subscriber):
         if self.closing:
             return
         left = await self._drain(timeout)
+        self.group.members.discard(self)
         if left:
             self.group.put_back(left)
         await self._closed()

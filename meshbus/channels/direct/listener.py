@@ -369,10 +369,12 @@ class DirectListener:
 
     async def quiesce(self, timeout: float) -> None:
         """The first step of closing: tell every peer to send nothing new (BYE), then give
-        local members up to ``timeout`` seconds to take what this listener already accepted,
-        so that closing loses nothing that was confirmed to a publisher."""
+        local members up to ``timeout`` seconds to take and settle what this listener already
+        accepted (redeliveries included: one nacked with a delay comes at once now), so that
+        closing loses nothing that was confirmed to a publisher."""
         self._draining = True  # PUBs still on their way are refused: they go to other members
         self._progress.wanted = True
+        self._hub.hurry()  # redeliveries waiting for a delay are handed out before the close
         for served in list(self._served):
             served.accept_deferred()  # what it queued is confirmed before it says goodbye
             with contextlib.suppress(ConnectionLost):
@@ -381,7 +383,11 @@ class DirectListener:
             async with asyncio.timeout(timeout):
                 while any(s.backlog for s in self._served) or self._hub.holding():
                     self._progress.event.clear()
-                    await self._progress.event.wait()  # set whenever a PUB is handled or taken
+                    # Set whenever a PUB is handled or a message first taken; a settle or a
+                    # redelivery says nothing, so it is looked at again every 50 ms as well.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.05):
+                            await self._progress.event.wait()
 
     async def close(self, timeout: float) -> None:
         if self._closing:
