@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.meshbus-installed
 ADAPTERS := $(wildcard adapters/*/pyproject.toml)
 
-.PHONY: install system-deps test lint typecheck unit e2e images wheels demo bench clean
+.PHONY: install system-deps test lint typecheck unit safe e2e images wheels demo bench clean
 
 $(STAMP): pyproject.toml $(ADAPTERS)
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 11) else f"meshbus needs Python 3.11 or newer; {sys.executable} is {v[0]}.{v[1]}")'
@@ -30,9 +30,17 @@ lint: install
 typecheck: install
 	$(PY) -m mypy
 
-## test: install everything, then lint, type-check and run every test tier
+## test: install everything, then lint, type-check and run every test tier, then the
+## conformance suite again with every fast path off (MESHBUS_SAFE=1)
 test: install system-deps lint typecheck
 	$(PY) -m pytest --benchmark-disable
+	$(MAKE) --no-print-directory safe
+
+## safe: the conformance suite with MESHBUS_SAFE=1, so the plain paths stay correct
+safe: install
+	@start=$$(date +%s); \
+	MESHBUS_SAFE=1 $(PY) -m pytest tests/conformance tests/unit/test_fastpath.py --benchmark-disable -q; \
+	status=$$?; echo "safe tier (MESHBUS_SAFE=1 conformance): $$(( $$(date +%s) - start )) s"; exit $$status
 
 ## images: the local images the compose stacks and tests/e2e use where no registry is reachable
 images: install system-deps
@@ -50,9 +58,17 @@ e2e: install system-deps
 unit: install
 	$(PY) -m pytest tests/unit tests/conformance --benchmark-disable
 
-## demo: broadcast, a group, request/reply, redelivery and dead-lettering, printed as they happen
-demo: install
-	$(PY) examples/quickstart.py
+## demo: a shop of services, each a process started by `meshbus run`, brokerless over tcp://:
+## orders -> billing x3 -> shipping, pricing answering requests; one billing replica stopped
+## midway, a poison order dead-lettered; ends with the count of what was handled (meshbus alone)
+demo: $(VENV)/.meshbus-demo
+	$(PY) examples/shop/demo.py
+
+$(VENV)/.meshbus-demo: pyproject.toml
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 11) else f"meshbus needs Python 3.11 or newer; {sys.executable} is {v[0]}.{v[1]}")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e .
+	touch $@
 
 ## bench: the benchmark suites, with throughput and latency figures
 bench: install

@@ -15,9 +15,11 @@ The deployment picks the path by URL — ``memory://``, ``tcp://``, ``dns://``, 
 """
 
 from meshbus import errors
+from meshbus.app import App
 from meshbus.bus import Bus, Outgoing, connect
 from meshbus.errors import *  # noqa: F403  (every error, as listed in meshbus.errors.__all__)
 from meshbus.message import Message
+from meshbus.retry import Retry
 from meshbus.service import Handler, Service
 from meshbus.subscription import Subscription
 from meshbus.transport import Capabilities, Envelope, Transport, TransportSubscription
@@ -25,12 +27,14 @@ from meshbus.transport import Capabilities, Envelope, Transport, TransportSubscr
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
     "Bus",
     "Capabilities",
     "Envelope",
     "Handler",
     "Message",
     "Outgoing",
+    "Retry",
     "Service",
     "Subscription",
     "Transport",

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from meshbus import codec
-from meshbus.errors import ConfigurationError, DecodeError
+from meshbus.errors import ConfigurationError, DecodeError, InvalidPayload
 from meshbus.message import Message
 
 if typing.TYPE_CHECKING:
@@ -31,11 +31,6 @@ Call = Callable[[Message], Any]
 """``call(message)``: the handler's result, or the coroutine of an ``async def`` handler."""
 
 _JSON_TYPES: tuple[type, ...] = (dict, list, str, int, float, bool)
-
-
-class InvalidPayload(DecodeError):
-    """A payload that does not decode into the handler's annotated type: dead-lettered with
-    this as the reason, never retried."""
 
 
 def _decoder(kind: Any, where: str) -> Callable[[bytes], Any]:

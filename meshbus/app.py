@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from meshbus._params import InvalidPayload, bind, is_async
 from meshbus.bus import DEFAULT_DRAIN_TIMEOUT, Bus, connect
-from meshbus.errors import ConfigurationError, MeshbusError, NotStarted
+from meshbus.errors import ConfigurationError, NotStarted, StartupFailed
 from meshbus.health import AppHealth, HandlerHealth
 from meshbus.message import Message
 from meshbus.retry import Retry
@@ -46,18 +46,13 @@ from meshbus.subjects import validate_group, validate_pattern, validate_subject
 if TYPE_CHECKING:
     from meshbus.testing.app import AppTest
 
-__all__ = ["App", "StartupFailed"]
+__all__ = ["App"]
 
 log = logging.getLogger("meshbus.app")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Hook = Callable[[], Awaitable[None] | None]
 Lifespan = Callable[["App"], contextlib.AbstractAsyncContextManager[None]]
-
-
-class StartupFailed(MeshbusError):
-    """A startup hook, the lifespan, or connecting a channel failed: the app did not start (and
-    ``meshbus run`` exits non-zero)."""
 
 
 @dataclass(slots=True)
@@ -104,6 +99,7 @@ class App:
         self.handlers: list[_Handler] = []
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
+        self._after_startup: list[Hook] = []
         self._bus: Bus | None = None
         self._state: Literal["new", "starting", "running", "stopping", "stopped"] = "new"
         self._stack: contextlib.AsyncExitStack | None = None
@@ -184,6 +180,12 @@ class App:
         self._startup.append(hook)
         return hook
 
+    def after_startup(self, hook: F) -> F:
+        """Run ``hook()`` once every handler is attached (the app is about to report ready);
+        in the order they were added. A failing one fails the start."""
+        self._after_startup.append(hook)
+        return hook
+
     def on_shutdown(self, hook: F) -> F:
         """Run ``hook()`` once the handlers have drained, before the bus closes (it may still
         publish); in the reverse order they were added."""
@@ -234,7 +236,7 @@ class App:
         for entry in self.handlers:
             entry.service = None
         if not self.handlers:
-            log.warning("app %r has no handlers", self.name)
+            log.info("app %r has no handlers", self.name)
         self._state = "starting"
         stack = self._stack = contextlib.AsyncExitStack()
         try:
@@ -270,6 +272,10 @@ class App:
                     on_error=self._on_error(entry),
                     max_deliver=entry.retry.attempts if entry.group is not None else None,
                 )
+            for hook in self._after_startup:
+                result = hook()
+                if result is not None:
+                    await result
         except BaseException as exc:
             self._state = "stopping"
             with contextlib.suppress(Exception):
@@ -361,7 +367,8 @@ class App:
             else:
                 reason = f"{type(error).__name__}: {error}"
             gives_up = retry.gives_up(message.attempt)
-            log.error(
+            log.log(
+                logging.ERROR if gives_up else logging.WARNING,
                 "handler for %r failed on message %s (attempt %d) of %r: %s; %s",
                 *where,
                 reason,

@@ -6,14 +6,16 @@
     ├── ConfigurationError (ValueError)      bad URL, routes or options; found before connecting
     │   ├── InvalidURL
     │   ├── InvalidRoutes
-    │   └── UnknownScheme (LookupError)       no channel serves this URL scheme
-    │       └── AdapterNotInstalled          a known scheme whose adapter package is missing
+    │   ├── UnknownScheme (LookupError)       no channel serves this URL scheme
+    │   │   └── AdapterNotInstalled          a known scheme whose adapter package is missing
+    │   └── AppNotFound                      ``meshbus run module:app`` names no importable App
     ├── InvalidSubject (ValueError)           a subject or pattern that breaks the subject rules
     ├── InvalidHeader (ValueError)            non-str header, or a reserved ``mb-`` name
     ├── PayloadTooLarge (ValueError)          larger than the channel's ``max_payload``
     ├── CodecError
     │   ├── EncodeError (TypeError)           a payload meshbus cannot encode
     │   └── DecodeError (ValueError)          data that is not what the caller asked for
+    │       └── InvalidPayload               not what a handler's annotation asks: dead-lettered
     ├── SettlementError
     │   ├── AlreadySettled                   ack / nack / reject twice
     │   └── NotARequest                      ``respond()`` to a message that expects no reply
@@ -24,6 +26,7 @@
     │   └── PublishTimeout                   the channel did not take the message in time
     ├── NoResponders (LookupError)            a request that nobody subscribes to
     ├── NotSupported                          the channel does not offer this operation
+    ├── StartupFailed                         an App's channel, hook or lifespan failed to start
     ├── TransportError (ConnectionError)      a channel failed underneath
     │   ├── ConnectFailed                    could not connect (first connect fails fast)
     │   ├── ConnectionLost                   a live connection went away
@@ -46,6 +49,7 @@ from __future__ import annotations
 __all__ = [
     "AdapterNotInstalled",
     "AlreadySettled",
+    "AppNotFound",
     "AuthenticationFailed",
     "Closed",
     "CodecError",
@@ -58,6 +62,7 @@ __all__ = [
     "DockerEngineError",
     "EncodeError",
     "InvalidHeader",
+    "InvalidPayload",
     "InvalidRoutes",
     "InvalidSubject",
     "InvalidURL",
@@ -76,6 +81,7 @@ __all__ = [
     "PublishTimeout",
     "RequestTimeout",
     "SettlementError",
+    "StartupFailed",
     "TransportError",
     "UnknownScheme",
 ]
@@ -165,6 +171,11 @@ class EncodeError(CodecError, TypeError):
 
 class DecodeError(CodecError, ValueError):
     """Message data that does not decode as asked."""
+
+
+class InvalidPayload(DecodeError):
+    """A payload that does not decode into a handler's annotated type: the runtime
+    dead-letters it at once with this as the reason, never retried."""
 
 
 class SettlementError(MeshbusError):
@@ -290,3 +301,12 @@ class DockerEngineError(DiscoveryError):
         self.reason = reason
         self.status = status
         super().__init__(reason)
+
+
+class StartupFailed(MeshbusError):
+    """An App did not start: a channel, a startup hook or its lifespan failed (``meshbus run``
+    exits 1)."""
+
+
+class AppNotFound(ConfigurationError):
+    """``meshbus run module:app`` names nothing importable, or not a ``meshbus.App``."""

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from meshbus.app import App, StartupFailed
-from meshbus.errors import ConfigurationError
+from meshbus.app import App
+from meshbus.errors import AppNotFound, ConfigurationError, StartupFailed
 
 __all__ = ["HealthServer", "RunOptions", "load_app", "main_run", "probe"]
 
@@ -41,10 +41,6 @@ log = logging.getLogger("meshbus.run")
 
 _STATUS_FD = "MESHBUS_STATUS_FD"  # a worker's pipe to its parent: "ready" / "stopping" lines
 _MAX_REQUEST = 8192
-
-
-class AppNotFound(ConfigurationError):
-    """``module:app`` names nothing importable, or not an ``App``."""
 
 
 def load_app(spec: str) -> App:

@@ -14,8 +14,8 @@ import pytest
 from pydantic import BaseModel
 
 import meshbus
-from meshbus.app import App, StartupFailed
-from meshbus.errors import ConfigurationError
+from meshbus.app import App
+from meshbus.errors import ConfigurationError, StartupFailed
 from meshbus.retry import Retry
 
 
