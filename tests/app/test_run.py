@@ -44,7 +44,8 @@ SERVICE = textwrap.dedent(
     @app.handle("jobs.>", concurrency=4)
     async def job(body: dict) -> None:
         await asyncio.sleep(0.002)
-        print(json.dumps({"id": body["id"]}), flush=True)
+        sys.stdout.write(json.dumps({"id": body["id"]}) + "\\n")  # one write: workers share it
+        sys.stdout.flush()
     """
 )
 
@@ -267,3 +268,36 @@ def test_a_health_port_in_use_is_refused_before_any_message_is_taken(tmp_path: P
     assert done.returncode == 2
     assert f"--health 127.0.0.1:{port}: cannot listen" in done.stderr
     assert "running" not in done.stderr  # the app never started
+
+
+@pytest.mark.asyncio
+async def test_workers_share_one_listen_port_and_drain_together(
+    tmp_path: Path, replicas: list[Replica]
+) -> None:
+    """--workers 2: two processes of the app behind one listen address (SO_REUSEPORT); the
+    parent's /readyz is 200 once both are ready, and SIGTERM drains both, losing nothing."""
+    port = _free_port()
+    parent = await _start(
+        tmp_path,
+        "--workers",
+        "2",
+        "--url",
+        "memory://worker",
+        "--listen",
+        f"tcp://127.0.0.1:{port}",
+        warm_up=0.5,
+    )
+    replicas.append(parent)
+    await _wait_ready(parent)
+    confirmed: list[int] = []
+    for client in range(6):  # separate connections: the kernel spreads them over the workers
+        async with meshbus.connect(f"tcp://127.0.0.1:{port}") as bus:
+            ids = range(client * 50, client * 50 + 50)
+            await bus.publish_many([Outgoing(f"jobs.{n % 3}", {"id": n}) for n in ids])
+            confirmed.extend(ids)
+    parent.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(parent.process.wait(), 60) == 0
+    await parent.reader
+    handled = collections.Counter(parent.out)
+    assert sorted(handled) == sorted(confirmed)
+    assert max(handled.values()) == 1

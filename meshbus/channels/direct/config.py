@@ -12,6 +12,8 @@ Options (URL query, or ``options={"tcp": {...}}`` for those that are not text):
                    (``SO_RCVBUF``, which Linux caps at ``net.core.rmem_max``); 0 leaves the
                    system's autotuning. Default: 1 MiB where ``rmem_max`` allows that much,
                    else autotuning (see ``default_rcvbuf``)
+``reuse_port``     a listen address only: ``1`` to share the port with other processes
+                   (``SO_REUSEPORT``; what ``meshbus run --workers N`` sets); 0
 ``connect_timeout``  seconds ``start()`` waits for a first peer; 10
 ``reconnect_min`` / ``reconnect_max``  reconnect backoff bounds in seconds; 0.1 / 5
 ``ssl``            an ``ssl.SSLContext`` (options only)
@@ -76,6 +78,9 @@ class DirectConfig:
     ssl: ssl_module.SSLContext | None
     rcvbuf: int
     """A listen address's SO_RCVBUF in bytes (0: the system's own); 0 for a dialler."""
+    reuse_port: bool
+    """A listen address shared with other processes through SO_REUSEPORT (``meshbus run
+    --workers``); False for a dialler."""
     extra: dict[str, Any]
     """Values of the ``extra`` option names the caller allowed (scheme-specific options)."""
 
@@ -102,6 +107,9 @@ class DirectConfig:
         if context is not None and not isinstance(context, ssl_module.SSLContext):
             raise InvalidURL(url, "the ssl option must be an ssl.SSLContext (pass it in options=)")
         token = values.pop("token", None)
+        reuse_port = str(values.pop("reuse_port", "0")).lower() in ("1", "true", "yes")
+        if reuse_port and not listening:
+            raise InvalidURL(url, "reuse_port is an option of a listen address")
         numbers: dict[str, float] = {}
         given: dict[str, int] = {}  # rcvbuf, where 0 is a value of its own
         try:
@@ -139,6 +147,7 @@ class DirectConfig:
             reconnect_max=numbers.get("reconnect_max", 5.0),
             ssl=context,
             rcvbuf=rcvbuf,
+            reuse_port=reuse_port,
             extra=passed,
         )
 

@@ -96,6 +96,7 @@ class DirectListener:
                 host,
                 port,
                 ssl=self.config.ssl,
+                reuse_port=self.config.reuse_port or None,
             )
         except OSError as exc:
             raise ConnectFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
