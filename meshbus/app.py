@@ -52,6 +52,7 @@ log = logging.getLogger("meshbus.app")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Hook = Callable[[], Awaitable[None] | None]
+Observer = Callable[[str, Message, Any, BaseException | None], None]
 Lifespan = Callable[["App"], contextlib.AbstractAsyncContextManager[None]]
 
 
@@ -105,7 +106,7 @@ class App:
         self._stack: contextlib.AsyncExitStack | None = None
         self._stopped: asyncio.Event | None = None
         self._owns_bus = False
-        self._observer: Callable[[str, Message, Any, BaseException | None], None] | None = None
+        self._observer: Observer | None = None
 
     # -- declaring ------------------------------------------------------------------------------
 
@@ -402,6 +403,12 @@ class App:
             return result
 
         return observed
+
+    def observe(self, observer: Observer | None) -> None:
+        """Have ``observer(handler_subject, message, result, error)`` called after each
+        handler call from the next start on (``app.test()`` records calls with it); None
+        stops it."""
+        self._observer = observer
 
     def test(self, url: str | None = None) -> AppTest:
         """Run the app in a test: ``async with app.test() as t:`` starts it on a fresh

@@ -62,11 +62,11 @@ class AppTest:
         self._changed.set()
 
     async def __aenter__(self) -> AppTest:
-        self.app._observer = self._record
+        self.app.observe(self._record)
         try:
             await self.app.start(url=self.url)
         except BaseException:
-            self.app._observer = None
+            self.app.observe(None)
             raise
         return self
 
@@ -74,7 +74,7 @@ class AppTest:
         try:
             await self.app.stop()
         finally:
-            self.app._observer = None
+            self.app.observe(None)
 
     async def publish(self, subject: str, payload: object, **kwargs: Any) -> str:
         """``Bus.publish`` on the app's bus."""
