@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.meshbus-installed
 ADAPTERS := $(wildcard adapters/*/pyproject.toml)
 
-.PHONY: install system-deps test lint typecheck unit safe e2e images wheels demo bench clean
+.PHONY: install system-deps test lint typecheck unit safe e2e images wheels demo demo-compose bench clean
 
 $(STAMP): pyproject.toml $(ADAPTERS)
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 11) else f"meshbus needs Python 3.11 or newer; {sys.executable} is {v[0]}.{v[1]}")'
@@ -69,6 +69,15 @@ $(VENV)/.meshbus-demo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e .
 	touch $@
+
+## demo-compose: the same shop in containers, brokerless over dns:// (needs the Docker engine;
+## where no registry is reachable: make images, then COMPOSE_ENV=compose/local.env)
+COMPOSE_ENV ?=
+SHOP := docker compose $(if $(COMPOSE_ENV),--env-file $(COMPOSE_ENV)) -f compose/shop.yml
+demo-compose: wheels
+	DOCKER_BUILDKIT=0 COMPOSE_BAKE=false $(SHOP) up --build --attach orders --attach billing \
+		--attach shipping --exit-code-from orders; status=$$?; \
+	$(SHOP) down --volumes --timeout 30; exit $$status
 
 ## bench: the benchmark suites, with throughput and latency figures
 bench: install

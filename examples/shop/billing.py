@@ -4,12 +4,13 @@ and passes it on to shipping; an order it cannot bill is retried, then dead-lett
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 import meshbus
 
 app = meshbus.App("billing")
-REPLICA = os.environ.get("REPLICA", "billing")
+REPLICA = os.environ.get("REPLICA") or socket.gethostname()
 
 
 @dataclass

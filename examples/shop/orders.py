@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 import meshbus
 
@@ -25,6 +26,8 @@ async def take_orders() -> None:
         print(f"orders: order {n} confirmed ({customer}, {total})", flush=True)
         await asyncio.sleep(float(os.environ.get("ORDER_EVERY", "0.05")))
     print(f"orders: all {count} orders confirmed", flush=True)
+    if os.environ.get("EXIT_WHEN_DONE"):  # a one-off job in a container: stop as SIGTERM would
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @app.after_startup

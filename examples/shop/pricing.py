@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 import meshbus
 
 app = meshbus.App("pricing")
-REPLICA = os.environ.get("REPLICA", "pricing")
+REPLICA = os.environ.get("REPLICA") or socket.gethostname()
 PRICES = {"tea": 3.5, "cake": 4.0, "soup": 6.25, "bread": 2.75}
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import meshbus
 
 app = meshbus.App("shipping")
-REPLICA = os.environ.get("REPLICA", "shipping")
+REPLICA = os.environ.get("REPLICA") or socket.gethostname()
 
 
 @app.handle("orders.billed")
