@@ -36,7 +36,7 @@ class InFlight:
         """Handed-out, unsettled messages by token."""
         self.closing = False
         """True once ``_stop`` was called: nothing more is handed out."""
-        self._settling: asyncio.Future[None] | None = None
+        self._settle_waiter: asyncio.Future[None] | None = None
 
     def _track(self, message: Message) -> Message:
         """Record ``message`` as handed out (unless it has no token: nothing to settle) and
@@ -50,7 +50,7 @@ class InFlight:
         """Forget ``message`` (settled, or given back); False when it was not in flight."""
         if self.in_flight.pop(message.token, None) is None:
             return False
-        settling = self._settling
+        settling = self._settle_waiter
         if settling is not None and not settling.done():
             settling.set_result(None)
         return True
@@ -58,7 +58,7 @@ class InFlight:
     def _changed(self) -> None:
         """Wake whatever waits in ``wait_settled``, as a release does: for a subscription
         whose room to deliver grew some other way."""
-        _wake(self._settling)
+        _wake(self._settle_waiter)
 
     def prefetch_full(self) -> bool:
         """Whether ``prefetch`` messages are in flight (never, with no ``prefetch``)."""
@@ -67,9 +67,9 @@ class InFlight:
     async def wait_settled(self, timeout: float | None = None) -> None:
         """Wait until a message is released or the deliveries stop, or ``timeout`` seconds
         pass (no error then); the caller looks again at what it waits for."""
-        settling = self._settling
+        settling = self._settle_waiter
         if settling is None or settling.done():
-            settling = self._settling = asyncio.get_running_loop().create_future()
+            settling = self._settle_waiter = asyncio.get_running_loop().create_future()
         # asyncio.wait: a waiter that times out or is cancelled leaves the future to the others
         await asyncio.wait((settling,), timeout=timeout)
 
@@ -96,7 +96,7 @@ class InFlight:
         """End the deliveries (``closing``) and wake whatever waits; return the messages that
         were waiting to be handed out (none here: see ``Inbox``)."""
         self.closing = True
-        _wake(self._settling)
+        _wake(self._settle_waiter)
         return []
 
 
@@ -122,7 +122,7 @@ class Inbox(InFlight):
         """What ``__anext__`` waits on while the queue is empty."""
         self.capacity = capacity
         """Messages the queue should hold at most (0: no bound)."""
-        self._room: asyncio.Future[None] | None = None
+        self._space_waiter: asyncio.Future[None] | None = None
 
     def __aiter__(self) -> Self:
         return self
@@ -147,9 +147,9 @@ class Inbox(InFlight):
         the deliveries stop."""
         if self.closing or len(self.queue) <= self.capacity >> 1:
             return
-        room = self._room
+        room = self._space_waiter
         if room is None or room.done():
-            room = self._room = asyncio.get_running_loop().create_future()
+            room = self._space_waiter = asyncio.get_running_loop().create_future()
         await asyncio.wait((room,))
 
     def _stop(self) -> list[Message]:
@@ -158,7 +158,7 @@ class Inbox(InFlight):
         out, and are returned to be given back or dropped."""
         super()._stop()
         _wake(self.waiter)
-        _wake(self._room)
+        _wake(self._space_waiter)
         queued = list(self.queue)
         self.queue.clear()
         return queued
@@ -170,9 +170,9 @@ class Inbox(InFlight):
                 raise StopAsyncIteration
             if queue:
                 message = self._take(queue.popleft())
-                room = self._room
+                room = self._space_waiter
                 if room is not None and len(queue) <= self.capacity >> 1:
-                    self._room = None
+                    self._space_waiter = None
                     _wake(room)
                 if message is not None:
                     return message

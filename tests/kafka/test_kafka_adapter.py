@@ -13,7 +13,7 @@ import meshbus
 from meshbus.errors import ConnectFailed, InvalidURL, PayloadTooLarge
 from meshbus.testing.brokers import TansuBroker, free_port
 from meshbus_kafka import KafkaTransport, pattern_regex, subject_of, topic_of
-from meshbus_kafka._names import MAX_TOPIC, is_hashed
+from meshbus_kafka._naming import MAX_TOPIC, is_hashed
 from meshbus_kafka._tracker import Partition
 
 OPTIONS = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from meshbus_kafka._names import group_id, pattern_regex, subject_of, topic_of
+from meshbus_kafka._naming import group_id, pattern_regex, subject_of, topic_of
 from meshbus_kafka._options import KafkaOptions
 from meshbus_kafka._transport import KafkaTransport
 

@@ -13,17 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import TYPE_CHECKING, Any
-
-from aiokafka import TopicPartition
+from typing import Any
 
 from meshbus.message import Message
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
-from meshbus_kafka._inbox import Inbox, LostLogs, make_message
-from meshbus_kafka._names import pattern_regex, topic_of
-
-if TYPE_CHECKING:
-    from meshbus_kafka._transport import KafkaTransport
+from meshbus_kafka._naming import pattern_regex, topic_of
+from meshbus_kafka._records import Host, LostLogs, RecordInbox, make_message
 
 __all__ = ["Broadcast"]
 
@@ -31,16 +26,14 @@ BUFFER = 10_000
 """Messages a broadcast subscription holds before it stops fetching."""
 
 
-class Broadcast(Inbox):
+class Broadcast(RecordInbox):
     """A private reader of every partition of the matching topics, from their end."""
 
-    def __init__(self, transport: KafkaTransport, pattern: str) -> None:
-        super().__init__(transport, pattern)
+    def __init__(self, transport: Host, pattern: str) -> None:
+        super().__init__(transport, pattern, capacity=BUFFER)
         self.regex = re.compile(pattern_regex(pattern))
         self.consumer: Any = None
         self.topics: set[str] = set()
-        self.space = asyncio.Event()
-        self.space.set()
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -52,7 +45,7 @@ class Broadcast(Inbox):
             try:
                 await self.consumer.start()
                 found = await self._matching()
-                tps = await self._partitions(found)
+                tps = await transport.partitions(self.consumer, found)
                 self.consumer.assign(tps)
                 if tps:
                     await self.consumer.seek_to_end(*tps)
@@ -69,17 +62,6 @@ class Broadcast(Inbox):
             return {topic_of(self.pattern)}
         return {t for t in await self.consumer.topics() if self.regex.match(t)}
 
-    async def _partitions(self, topics: set[str]) -> list[Any]:
-        client = self.consumer._client
-        tps: list[Any] = []
-        for topic in topics:
-            partitions = client.cluster.partitions_for_topic(topic)
-            if not partitions:
-                await client.force_metadata_update()
-                partitions = client.cluster.partitions_for_topic(topic) or ()
-            tps.extend(TopicPartition(topic, p) for p in partitions)
-        return tps
-
     async def _discover(self) -> None:
         """Add new matching topics, read from their beginning; keep others' positions."""
         found = await self._matching()
@@ -88,7 +70,7 @@ class Broadcast(Inbox):
             return
         consumer = self.consumer
         kept = {tp: await consumer.position(tp) for tp in consumer.assignment()}
-        added = await self._partitions(new)
+        added = await self.transport.partitions(consumer, new)
         consumer.assign([*kept, *added])
         for tp, offset in kept.items():
             consumer.seek(tp, offset)
@@ -107,9 +89,8 @@ class Broadcast(Inbox):
                 if self.wildcard and loop.time() >= next_look:
                     await self._discover()
                     next_look = loop.time() + interval
-                if len(self.queue) >= BUFFER:
-                    self.space.clear()
-                    await self.space.wait()
+                if self.buffer_full():
+                    await self.wait_for_room()
                     continue
                 batches = await consumer.getmany(timeout_ms=int(interval * 1000))
                 if not batches:
@@ -126,11 +107,6 @@ class Broadcast(Inbox):
                     decoded = self.decode(record)
                     if decoded is not None:
                         self.push(make_message(decoded[0], decoded[1], record, self, None))
-
-    def _take(self, message: Message) -> Message | None:
-        if not self.space.is_set() and len(self.queue) <= BUFFER // 2:
-            self.space.set()
-        return message
 
     # -- settling a broadcast message changes nothing on the broker ---------------------
 
@@ -151,8 +127,6 @@ class Broadcast(Inbox):
         if self.closing:
             return
         self._stop()
-        self.space.set()
-        self.queue.clear()
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

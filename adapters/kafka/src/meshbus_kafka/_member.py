@@ -20,19 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiokafka.abc import ConsumerRebalanceListener
 
 from meshbus.errors import Closed, ConnectFailed
 from meshbus.message import Message
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
-from meshbus_kafka._inbox import Inbox, LostLogs, make_message
-from meshbus_kafka._names import group_id, pattern_regex, retry_topic, topic_of
+from meshbus_kafka._naming import group_id, pattern_regex, retry_topic, topic_of
+from meshbus_kafka._records import Host, LostLogs, RecordInbox, make_message
 from meshbus_kafka._tracker import Partition, Token
-
-if TYPE_CHECKING:
-    from meshbus_kafka._transport import KafkaTransport
 
 __all__ = ["DUE_HEADER", "Member"]
 
@@ -54,22 +51,18 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.member.assigned(set(assigned))
 
 
-class Member(Inbox):
+class Member(RecordInbox):
     """One member of a group (see the module docstring)."""
 
-    def __init__(self, transport: KafkaTransport, pattern: str, group: str, prefetch: int) -> None:
-        super().__init__(transport, pattern)
+    def __init__(self, transport: Host, pattern: str, group: str, prefetch: int) -> None:
+        super().__init__(transport, pattern, prefetch=prefetch)
         self.group = group
         self.kafka_group = group_id(group, pattern)
         self.retry = retry_topic(self.kafka_group)
-        self.prefetch = prefetch
         self.options = transport.options
         self.parts: dict[Any, Partition] = {}
-        self.in_flight: set[Message] = set()
         self.delayed: set[Message] = set()
-        self.space = asyncio.Event()
         self.joined = asyncio.Event()
-        self.changed = asyncio.Event()
         self.consumer: Any = None
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -120,8 +113,8 @@ class Member(Inbox):
         commit, and forget the partitions (queued records come again from the new owner)."""
         if not tps:
             return
-        await self._drain(self.options.rebalance_grace, tps)
-        for message in [m for m in self.in_flight if m.token.part.tp in tps]:
+        await self._drain(self.options.rebalance_grace, lambda m: m.token.part.tp in tps)
+        for message in [m for m in self.in_flight.values() if m.token.part.tp in tps]:
             await self._give_back(message)
         await self._commit([self.parts[tp] for tp in tps if tp in self.parts])
         for tp in tps:
@@ -131,20 +124,7 @@ class Member(Inbox):
         for message in [m for m in self.delayed if not m.token.part.live]:
             message.token.timer.cancel()
             self.delayed.discard(message)
-        self.space.set()
-
-    async def _drain(self, timeout: float, tps: set[Any] | None) -> None:
-        """Wait up to ``timeout`` until no handed-out message (of ``tps``) is unsettled."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while any(tps is None or m.token.part.tp in tps for m in self.in_flight):
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
-                    await self.changed.wait()
+        self._changed()  # room to fetch
 
     # -- fetching --------------------------------------------------------------------------
 
@@ -202,11 +182,14 @@ class Member(Inbox):
 
     async def _wait_for_room(self) -> int:
         """Wait (up to ``PAUSED_POLL`` seconds) until settling has freed half the prefetch."""
-        self.space.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(PAUSED_POLL):
-                await self.space.wait()
-        return self._room()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PAUSED_POLL
+        while (room := self._room()) * 2 < self.prefetch and not self.closing:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await self.wait_settled(left)
+        return room
 
     def _lost(self, tp: Any) -> None:
         """The broker lost ``tp``'s log (see ``LostLogs``): track it afresh; messages
@@ -222,9 +205,10 @@ class Member(Inbox):
             self.push(message)
 
     def _take(self, message: Message) -> Message | None:
-        if not message.token.part.live:
+        token: Token = message.token
+        if not token.part.live:
             return None
-        self.in_flight.add(message)
+        self.in_flight[token] = message
         return message
 
     # -- committing ------------------------------------------------------------------------
@@ -252,27 +236,17 @@ class Member(Inbox):
 
     # -- settling --------------------------------------------------------------------------
 
-    def _settled(self, message: Message) -> Token | None:
-        token: Token | None = message.token
-        self.in_flight.discard(message)
-        self.changed.set()
-        if token is None or token.given_back:
-            return None
-        if not self.space.is_set() and self._room() * 2 >= self.prefetch:
-            self.space.set()
-        return token
-
     async def ack(self, message: Message) -> None:
         """Mark the record settled; its offset is committed once all before it are."""
-        token = self._settled(message)
-        if token is not None:
+        if self._release(message):
+            token: Token = message.token
             token.part.settle(token.offset)
 
     async def nack(self, message: Message, delay: float | None) -> None:
         """Publish the message to the retry topic (due after ``delay``), then settle it."""
-        token = self._settled(message)
-        if token is None:
+        if not self._release(message):
             return
+        token: Token = message.token
         limit = self.options.max_deliver
         if 0 < limit <= message.attempt:
             reason = f"delivered {message.attempt} times, the group's max_deliver"
@@ -283,18 +257,19 @@ class Member(Inbox):
 
     async def reject(self, message: Message, reason: str) -> None:
         """Publish to ``dead-letter.<group>`` (confirmed), then settle."""
-        token = self._settled(message)
-        if token is not None:
+        if self._release(message):
             await self.transport.dead_letter(message, self.group, reason)
+            token: Token = message.token
             token.part.settle(token.offset)
 
     async def progress(self, message: Message) -> None:
         """Nothing to do: Kafka runs no per-message timer (the member keeps polling)."""
 
     async def _give_back(self, message: Message) -> None:
+        """Publish ``message`` to the retry topic and settle it; it is no longer in flight, so
+        settling it afterwards changes nothing."""
         token: Token = message.token
-        self.in_flight.discard(message)
-        token.given_back = True
+        self._release(message)
         try:
             await self.transport.retry(self.retry, message, None)
         except Exception:
@@ -311,13 +286,11 @@ class Member(Inbox):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.queue.clear()
         for message in self.delayed:
             message.token.timer.cancel()
         self.delayed.clear()
-        if self.in_flight and timeout > 0:
-            await self._drain(timeout, None)
-        for message in list(self.in_flight):
+        await self._drain(timeout)
+        for message in list(self.in_flight.values()):
             with contextlib.suppress(Closed):
                 await self._give_back(message)
         await self._commit(list(self.parts.values()))

@@ -6,11 +6,10 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
-from meshbus._adapters import move_typed, reject_unknown, take_tls
-from meshbus.config import parse_url
 from meshbus.errors import InvalidURL
+from meshbus.kit import channel_settings, move_typed, reject_unknown, split_hosts, take_tls
 
 __all__ = ["KafkaOptions"]
 
@@ -79,13 +78,11 @@ class KafkaOptions:
     @classmethod
     def parse(cls, url: str, options: Mapping[str, Any]) -> KafkaOptions:
         """Read ``kafka://[user:pass@]host:port[,host:port...]?option=value``."""
-        parts = parse_url(url)
+        parts, settings = channel_settings(url, options)
         if not parts.netloc:
             raise InvalidURL(url, "kafka:// needs a host, e.g. kafka://localhost:9092")
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        settings: dict[str, Any] = {**query, **options}
-        userinfo, _, hosts = parts.netloc.rpartition("@")
-        servers = [host if ":" in host else f"{host}:9092" for host in hosts.split(",") if host]
+        userinfo, hosts = split_hosts(parts.netloc)
+        servers = [host if ":" in host else f"{host}:9092" for host in hosts]
         if not servers:
             raise InvalidURL(url, "kafka:// needs at least one host")
         values: dict[str, Any] = {"bootstrap_servers": servers}
@@ -94,10 +91,9 @@ class KafkaOptions:
             values["sasl_username"] = unquote(user)
             values["sasl_password"] = unquote(password)
         try:
-            move_typed(settings, values, ints=_INTS, floats=_FLOATS, strs=_STRS)
-            if "idempotence" in settings:
-                flag = settings.pop("idempotence")
-                values["idempotence"] = flag if isinstance(flag, bool) else _flag(str(flag))
+            move_typed(
+                settings, values, ints=_INTS, floats=_FLOATS, strs=_STRS, flags=("idempotence",)
+            )
         except (TypeError, ValueError) as exc:
             raise InvalidURL(url, f"bad kafka:// option: {exc}") from exc
         take_tls(url, "kafka", settings, values)
@@ -136,12 +132,3 @@ class KafkaOptions:
             kwargs["sasl_plain_password"] = self.sasl_password
         kwargs.update(self.client_options)
         return kwargs
-
-
-def _flag(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {text!r}")

@@ -8,8 +8,9 @@ waiting on it raises ``ConnectionLost``, and it is closed in the background. The
 starts a new producer, trying to connect until that publish's own timeout runs out. A publish
 that raised is therefore either in the log before anything published after it, or not at all.
 
-Fencing needs two of aiokafka's internals (the sender task and the accumulator's
-``fail_all``): aiokafka has no public way to abandon what it has queued.
+Fencing needs two of aiokafka's internals (``_compat.abandon``): aiokafka has no public way to
+abandon what it has queued. Without them the first producer does not start
+(``NotSupported``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from meshbus.errors import ConnectFailed, MeshbusTimeout, PublishRejected, TransportError
+from meshbus_kafka._compat import abandon, require_abandon
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
 from meshbus_kafka._options import KafkaOptions
 
@@ -98,6 +100,7 @@ class Producer:
         transport's to raise, with its hint)."""
         producer = self._make()
         try:
+            require_abandon(producer)
             await producer.start()
         except BaseException:
             with contextlib.suppress(*KAFKA_ERRORS):
@@ -136,11 +139,8 @@ class Producer:
             return
         self._current = None
         self.fenced += 1
-        sender = producer._sender.sender_task
-        if sender is not None:
-            sender.cancel()  # drains no further batch from here on
-        producer._message_accumulator.fail_all(
-            kafka.KafkaConnectionError("the producer was fenced after a publish failed")
+        abandon(
+            producer, kafka.KafkaConnectionError("the producer was fenced after a publish failed")
         )
         task = asyncio.create_task(self._retire(producer))
         self._retiring.add(task)

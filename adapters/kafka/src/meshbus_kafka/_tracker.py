@@ -51,10 +51,9 @@ class Partition:
 class Token:
     """A group delivery's handle: its partition state and offset."""
 
-    __slots__ = ("given_back", "offset", "part", "timer")
+    __slots__ = ("offset", "part", "timer")
 
     def __init__(self, part: Partition, offset: int) -> None:
         self.part = part
         self.offset = offset
-        self.given_back = False
         self.timer: Any = None

@@ -1,5 +1,5 @@
-"""``kafka://`` — the Kafka channel on aiokafka (see ``_names`` for topics, ``_member`` for
-groups, ``_broadcast`` for broadcast subscribers).
+"""``kafka://`` — the Kafka channel on aiokafka (see ``_naming`` for topics, ``_subscriptions``
+for groups and broadcast subscribers, ``_requests`` for request/reply).
 
 One idempotent producer (``acks=all``; fenced and replaced after a failed publish, see
 ``_producer``) per transport publishes; topics are created with
@@ -15,10 +15,10 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from meshbus.errors import (
@@ -36,12 +36,12 @@ from meshbus.headers import (
     dead_letter_headers,
     dead_letter_subject,
 )
+from meshbus.kit import BoundedCache
 from meshbus.message import Message
 from meshbus.transport import Capabilities, Envelope
-from meshbus_kafka._broadcast import Broadcast
+from meshbus_kafka import _compat
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
-from meshbus_kafka._member import DUE_HEADER, Member
-from meshbus_kafka._names import (
+from meshbus_kafka._naming import (
     SUBJECT_HEADER,
     group_id,
     is_hashed,
@@ -51,7 +51,8 @@ from meshbus_kafka._names import (
 )
 from meshbus_kafka._options import KafkaOptions
 from meshbus_kafka._producer import Partitioner, Producer, Records, connect_failed, send_batches
-from meshbus_kafka._replies import Replies
+from meshbus_kafka._requests import Replies
+from meshbus_kafka._subscriptions import DUE_HEADER, Broadcast, Member, Subscription
 
 __all__ = ["RECORD_HEADROOM", "KafkaTransport"]
 
@@ -84,27 +85,30 @@ class KafkaTransport:
         self._admin: Any = None
         self._replies: Replies | None = None
         self._topics: dict[str, asyncio.Future[None]] = {}
-        self._topic_of: dict[str, str] = {}
-        self._hashed: set[str] = set()  # topics in _topic_of whose subject needs a header
+        self._topic_of: BoundedCache[str, tuple[str, bool]] = BoundedCache()
+        """Subject -> (its topic, whether records there carry their subject in a header)."""
         self._pinned: set[str] = set()
-        self._subs: set[Broadcast | Member] = set()
+        self._subs: set[Subscription] = set()
         self._closed = False
 
     # -- connection ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect the producer and admin client; failing raises ``ConnectFailed`` at once."""
+        """Connect the producer and admin client; failing raises ``ConnectFailed`` at once
+        (``NotSupported`` where the installed aiokafka lacks what fencing needs)."""
         opts = self.options
         admin = AIOKafkaAdminClient(**opts.client_kwargs())
         try:
             async with asyncio.timeout(opts.connect_timeout):
                 await admin.start()
                 await self.producer.start()
-        except (*KAFKA_ERRORS, TimeoutError) as exc:
+        except BaseException as exc:
             with contextlib.suppress(*KAFKA_ERRORS):
                 await admin.close()
-            servers = ",".join(opts.bootstrap_servers)
-            raise connect_failed(servers, exc, opts.idempotence) from exc
+            if isinstance(exc, (*KAFKA_ERRORS, TimeoutError)):
+                servers = ",".join(opts.bootstrap_servers)
+                raise connect_failed(servers, exc, opts.idempotence) from exc
+            raise
         self._admin = admin
         self._started = True
 
@@ -130,18 +134,14 @@ class KafkaTransport:
 
     # -- topics ----------------------------------------------------------------------------
 
-    def topic(self, subject: str) -> str:
-        """The topic of ``subject`` (cached)."""
-        topic = self._topic_of.get(subject)
-        if topic is None:
+    def topic(self, subject: str) -> tuple[str, bool]:
+        """The topic of ``subject``, and whether it is hashed (its records then carry their
+        subject in a header); cached."""
+        found = self._topic_of.get(subject)
+        if found is None:
             topic = topic_of(subject)
-            if len(self._topic_of) > 4096:
-                self._topic_of.clear()
-                self._hashed.clear()
-            self._topic_of[subject] = topic
-            if is_hashed(topic):
-                self._hashed.add(topic)
-        return topic
+            found = self._topic_of.put(subject, (topic, is_hashed(topic)))
+        return found
 
     async def ensure_topic(self, topic: str, partitions: int | None = None) -> None:
         """Create ``topic`` unless this transport made or saw it before (exists: fine)."""
@@ -178,13 +178,7 @@ class KafkaTransport:
         with mapped("declare group", kafka_group):
             await consumer.start()
             try:
-                await consumer._client.force_metadata_update()
-                cluster = consumer._client.cluster
-                tps = [
-                    TopicPartition(topic, p)
-                    for topic in topics
-                    for p in cluster.partitions_for_topic(topic) or ()
-                ]
+                tps = await _compat.partitions(consumer, self._admin, topics, refresh=True)
                 consumer.assign(tps)
                 committed = [await consumer.committed(tp) for tp in tps]
                 if tps and all(offset is None for offset in committed):
@@ -194,14 +188,23 @@ class KafkaTransport:
                 await consumer.stop()
         self._pinned.add(kafka_group)
 
+    async def partitions(self, consumer: Any, topics: Iterable[str]) -> list[Any]:
+        """Every partition of ``topics``, for ``consumer`` to be assigned (``_compat``)."""
+        return await _compat.partitions(consumer, self._admin, topics)
+
+    async def delete_topic(self, topic: str) -> None:
+        """Delete ``topic``; nothing if that fails."""
+        with contextlib.suppress(*KAFKA_ERRORS):
+            await self._admin.delete_topics([topic])
+
     # -- publishing ------------------------------------------------------------------------
 
-    def _record(self, envelope: Envelope, topic: str) -> tuple[bytes | None, list[Any]]:
+    def _record(self, envelope: Envelope, hashed: bool) -> tuple[bytes | None, list[Any]]:
         headers: list[tuple[str, bytes]] = [(MESSAGE_ID, envelope.id.encode())]
         key = envelope.key.encode() if envelope.key is not None else None
         if envelope.headers:
             headers.extend([(k, v.encode()) for k, v in envelope.headers.items()])
-        if topic in self._hashed:  # ``topic`` came from ``self.topic()``
+        if hashed:
             headers.append((SUBJECT_HEADER, envelope.subject.encode()))
         if len(headers) > 1 or key is not None:
             size = len(envelope.data) + len(key or b"") + 64
@@ -217,8 +220,8 @@ class KafkaTransport:
     async def publish(self, envelope: Envelope, timeout: float | None) -> None:
         """Send one record and wait for the broker's ``acks=all`` answer."""
         self._check_open()
-        topic = self.topic(envelope.subject)
-        key, headers = self._record(envelope, topic)
+        topic, hashed = self.topic(envelope.subject)
+        key, headers = self._record(envelope, hashed)
 
         async def enqueue(producer: Any, futures: list[Any]) -> None:
             if topic not in self._topics:
@@ -235,8 +238,8 @@ class KafkaTransport:
             return
         records = []
         for envelope in envelopes:
-            topic = self.topic(envelope.subject)
-            records.append((topic, *self._record(envelope, topic), envelope.data))
+            topic, hashed = self.topic(envelope.subject)
+            records.append((topic, *self._record(envelope, hashed), envelope.data))
         partitioner = self.producer.partitioner
 
         async def enqueue(producer: Any, futures: list[Any]) -> None:
@@ -296,8 +299,8 @@ class KafkaTransport:
             message.headers, message.subject, group, reason, message.attempt
         )
         subject = dead_letter_subject(group)
-        topic = self.topic(subject)
-        if is_hashed(topic):
+        topic, hashed = self.topic(subject)
+        if hashed:
             headers[SUBJECT_HEADER] = subject
         await self._republish(topic, message, headers)
 
@@ -310,11 +313,11 @@ class KafkaTransport:
 
     # -- subscribing -----------------------------------------------------------------------
 
-    async def subscribe(self, pattern: str, group: str | None, prefetch: int) -> Broadcast | Member:
+    async def subscribe(self, pattern: str, group: str | None, prefetch: int) -> Subscription:
         """A broadcast reader, or a member of ``group``; active when this returns."""
         if self._closed:
             raise Closed(f"{self.url} is closed")
-        sub: Broadcast | Member
+        sub: Subscription
         sub = Broadcast(self, pattern) if group is None else Member(self, pattern, group, prefetch)
         await sub.start()
         self._subs.add(sub)
@@ -329,7 +332,7 @@ class KafkaTransport:
             await self.ensure_topic(topic)
             await self.pin_group(kafka_group, [topic])
 
-    def forget(self, sub: Broadcast | Member) -> None:
+    def forget(self, sub: Subscription) -> None:
         """A subscription closed."""
         self._subs.discard(sub)
 

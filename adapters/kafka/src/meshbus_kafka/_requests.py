@@ -1,22 +1,20 @@
-"""The reply topic of one ``kafka://`` transport: ``_mb_reply_<client id>``, one partition,
-read by a private consumer from its start; replies are matched to requests by
-``mb-correlation-id``. Made at the first request, deleted on close."""
+"""Requests of one ``kafka://`` transport and their replies: the reply topic
+``_mb_reply_<client id>``, one partition, read by a private consumer from its start; replies
+are matched to requests by ``mb-correlation-id``. Made at the first request, deleted on
+close."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiokafka import TopicPartition
 
 from meshbus.headers import CORRELATION_ID, MESSAGE_ID
 from meshbus.message import Message
 from meshbus_kafka._errors import KAFKA_ERRORS, mapped
-from meshbus_kafka._inbox import LostLogs
-
-if TYPE_CHECKING:
-    from meshbus_kafka._transport import KafkaTransport
+from meshbus_kafka._records import Host, LostLogs
 
 __all__ = ["REPLY_FETCH_WAIT_MS", "Replies"]
 
@@ -27,7 +25,7 @@ REPLY_FETCH_WAIT_MS = 5
 class Replies:
     """Waiting requests and the reader of their replies."""
 
-    def __init__(self, transport: KafkaTransport, topic: str) -> None:
+    def __init__(self, transport: Host, topic: str) -> None:
         self.transport = transport
         self.topic = topic
         self.waiting: dict[str, asyncio.Future[Message]] = {}
@@ -91,6 +89,4 @@ class Replies:
         if self.consumer is not None:
             with contextlib.suppress(*KAFKA_ERRORS):
                 await self.consumer.stop()
-            admin = self.transport._admin
-            with contextlib.suppress(*KAFKA_ERRORS):
-                await admin.delete_topics([self.topic])
+            await self.transport.delete_topic(self.topic)

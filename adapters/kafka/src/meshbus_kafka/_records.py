@@ -1,22 +1,58 @@
-"""What every ``kafka://`` subscription shares: a queue of messages waiting for
-``__anext__``, and turning consumer records into meshbus messages."""
+"""Reading consumer records, as every reader of a ``kafka://`` transport does: what readers use
+of their transport (``Host``), records turned into meshbus messages (``RecordInbox``,
+``make_message``), and partitions whose log the broker lost (``LostLogs``)."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
-from meshbus.channels.inbox import Inbox as BaseInbox
 from meshbus.headers import ATTEMPT, CORRELATION_ID, MESSAGE_ID, REPLY_TO
+from meshbus.kit import BoundedCache, Inbox
 from meshbus.message import Message
 from meshbus.subjects import matches
-from meshbus.transport import Envelope
-from meshbus_kafka._names import SUBJECT_HEADER, is_hashed, subject_of
+from meshbus.transport import Capabilities, Envelope
+from meshbus_kafka._naming import SUBJECT_HEADER, is_hashed, subject_of
+from meshbus_kafka._options import KafkaOptions
 
-if TYPE_CHECKING:
-    from meshbus_kafka._transport import KafkaTransport
+__all__ = ["LOST_LOG_PATIENCE", "Host", "LostLogs", "RecordInbox", "make_message"]
 
-__all__ = ["LOST_LOG_PATIENCE", "Inbox", "LostLogs", "make_message"]
+
+class Host(Protocol):
+    """What the readers of a ``kafka://`` transport (subscriptions, the reply reader) use of
+    it (``KafkaTransport``)."""
+
+    options: KafkaOptions
+    capabilities: Capabilities
+
+    def make_consumer(self, group_id: str | None, auto_offset_reset: str, **extra: Any) -> Any:
+        """An aiokafka consumer with the channel's settings and manual commits."""
+
+    async def ensure_topic(self, topic: str, partitions: int | None = None) -> None:
+        """Create ``topic`` unless it exists."""
+
+    async def delete_topic(self, topic: str) -> None:
+        """Delete ``topic`` (nothing if that fails)."""
+
+    async def partitions(self, consumer: Any, topics: Iterable[str]) -> list[Any]:
+        """Every partition of ``topics``, for ``consumer`` to be assigned."""
+
+    async def pin_group(self, kafka_group: str, topics: list[str]) -> None:
+        """Give a new consumer group a committed position at the end of ``topics``."""
+
+    async def retry(self, topic: str, message: Message, delay: float | None) -> None:
+        """Publish ``message`` to a group's retry topic, due after ``delay`` seconds."""
+
+    async def dead_letter(self, message: Message, group: str, reason: str) -> None:
+        """Publish ``message`` to ``dead-letter.<group>``."""
+
+    async def send_reply(self, reply: Envelope, correlation: str) -> None:
+        """Send a reply to a requester's reply topic."""
+
+    def forget(self, sub: Any) -> None:
+        """A subscription closed."""
+
 
 LOST_LOG_PATIENCE = 2.0
 """Seconds a partition's log must end before a reader's position to count as lost."""
@@ -76,16 +112,19 @@ def make_message(
     )
 
 
-class Inbox(BaseInbox):
-    """Messages delivered to one subscription, waiting for ``__anext__``."""
+class RecordInbox(Inbox):
+    """Messages of one subscription, made from the records of its consumer, waiting for
+    ``__anext__``."""
 
-    def __init__(self, transport: KafkaTransport, pattern: str) -> None:
-        super().__init__()
+    def __init__(
+        self, transport: Host, pattern: str, *, prefetch: int = 0, capacity: int = 0
+    ) -> None:
+        super().__init__(prefetch, capacity)
         self.transport = transport
         self.pattern = pattern
         self.wildcard = "*" in pattern or ">" in pattern
         self.max_payload = transport.capabilities.max_payload
-        self.subjects: dict[str, str | None] = {}
+        self.subjects: BoundedCache[str, str | None] = BoundedCache()
         """Subject of each topic seen (``None``: hashed, its records name their subject)."""
 
     def decode(self, record: Any) -> tuple[str, dict[str, str]] | None:
@@ -98,10 +137,7 @@ class Inbox(BaseInbox):
             try:
                 subject = self.subjects[topic]
             except KeyError:
-                if len(self.subjects) > 4096:
-                    self.subjects.clear()
-                subject = None if is_hashed(topic) else subject_of(topic)
-                self.subjects[topic] = subject
+                subject = self.subjects.put(topic, None if is_hashed(topic) else subject_of(topic))
             if subject is None:
                 return None
         elif self.wildcard and not matches(self.pattern, subject):
