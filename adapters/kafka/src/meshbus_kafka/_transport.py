@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -290,7 +291,8 @@ class KafkaTransport:
         headers = dict(message.headers)
         headers[ATTEMPT] = str(message.attempt + 1)
         headers[SUBJECT_HEADER] = message.subject
-        headers[DUE_HEADER] = str(int((time.time() + (delay or 0.0)) * 1000))
+        # Rounded up to the millisecond: never due before ``delay`` has passed.
+        headers[DUE_HEADER] = str(math.ceil((time.time() + (delay or 0.0)) * 1000))
         await self._republish(topic, message, headers)
 
     async def dead_letter(self, message: Message, group: str, reason: str) -> None:
