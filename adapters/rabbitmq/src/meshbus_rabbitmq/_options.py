@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlunsplit
 
-from meshbus._adapters import move_typed, reject_unknown, take_tls
-from meshbus.config import parse_url
 from meshbus.errors import InvalidURL
+from meshbus.kit import channel_settings, move_typed, reject_unknown, take_tls
 
 __all__ = ["DEFAULT_MAX_PAYLOAD", "RabbitOptions"]
 
@@ -55,13 +54,10 @@ class RabbitOptions:
     @classmethod
     def parse(cls, url: str, options: Mapping[str, Any]) -> RabbitOptions:
         """Read ``amqp[s]://[user:pass@]host[:port][/vhost][?option=value]``."""
-        parts = parse_url(url)
+        parts, settings = channel_settings(url, options, query=_OURS)
         if not parts.netloc or not parts.netloc.rpartition("@")[2]:
             raise InvalidURL(url, "amqp:// needs a host, e.g. amqp://guest:guest@localhost/")
-        query = parse_qsl(parts.query)
-        ours = {k: v for k, v in query if k in _OURS}
-        theirs = [(k, v) for k, v in query if k not in _OURS]
-        settings: dict[str, Any] = {**ours, **options}
+        theirs = [(k, v) for k, v in parse_qsl(parts.query) if k not in _OURS]
         client_url = urlunsplit(
             (parts.scheme, parts.netloc, parts.path, urlencode(theirs), parts.fragment)
         )

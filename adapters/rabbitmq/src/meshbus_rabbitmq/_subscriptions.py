@@ -10,11 +10,9 @@ classic, non-durable request queue (a second consumer on the member's channel, w
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractConnection
@@ -22,16 +20,15 @@ from pamqp.commands import Basic
 
 from meshbus.headers import KEY, dead_letter_headers
 from meshbus.headers import dead_letter_subject as dead_letter_subject_of
+from meshbus.kit import Inbox
 from meshbus.message import Message
-from meshbus.transport import Envelope
+from meshbus.transport import Capabilities, Envelope
 from meshbus_rabbitmq._errors import AMQP_ERRORS, translate
 from meshbus_rabbitmq._naming import binding_key, broadcast_queue
+from meshbus_rabbitmq._options import RabbitOptions
 from meshbus_rabbitmq._requests import ASKER
 
-if TYPE_CHECKING:
-    from meshbus_rabbitmq._transport import RabbitTransport
-
-__all__ = ["PRIOR", "SUBJECT", "Broadcast", "Member", "Subscription"]
+__all__ = ["PRIOR", "SUBJECT", "Broadcast", "Host", "Member", "Subscription"]
 
 PRIOR = "mb-prior-attempts"
 """Deliveries a message had before it was parked for ``nack(delay)`` (the copy that comes back
@@ -47,53 +44,44 @@ _BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
                    "x-last-death-reason")  # fmt: skip
 
 
-class _Inbox:
+class Host(Protocol):
+    """What a subscription uses of its transport (``RabbitTransport``)."""
+
+    options: RabbitOptions
+    capabilities: Capabilities
+    exchange: str
+    """The topic exchange of every subject."""
+    requests: str
+    """The topic exchange of requests."""
+
+    async def send_reply(self, reply: Envelope, correlation_id: str) -> None:
+        """Send a reply to its asker's reply queue."""
+
+    async def publish_dead_letter(
+        self, subject: str, data: bytes, headers: dict[str, Any], msg_id: str
+    ) -> None:
+        """Publish a dead letter, confirmed."""
+
+    async def publish_delayed(
+        self, target: str, delay: float, data: bytes, props: Basic.Properties
+    ) -> None:
+        """Park a message for ``delay`` seconds before it goes back to the queue ``target``."""
+
+    def forget(self, sub: Subscription) -> None:
+        """``sub`` closed."""
+
+
+class _Inbox(Inbox):
     """Deliveries of one subscription's consumer, waiting for ``__anext__``."""
 
-    def __init__(self, transport: RabbitTransport, pattern: str, prefetch: int) -> None:
+    def __init__(self, transport: Host, pattern: str, prefetch: int) -> None:
+        super().__init__(prefetch)
         self.transport = transport
         self.pattern = pattern
-        self.prefetch = prefetch
         self.max_payload = transport.capabilities.max_payload
-        self.queue: deque[Message] = deque()
-        self.waiter: asyncio.Future[None] | None = None
-        self.closing = False
         self.channel: AbstractChannel | None = None
         self.ch: aiormq.abc.AbstractChannel | None = None
         self.consumer_tags: list[str] = []
-
-    def __aiter__(self) -> _Inbox:
-        return self
-
-    async def __anext__(self) -> Message:
-        while True:
-            if self.closing:
-                raise StopAsyncIteration
-            if self.queue:
-                return await self._take(self.queue.popleft())
-            await self._idle()
-            waiter = self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self.waiter = None
-
-    async def _take(self, message: Message) -> Message:
-        return message
-
-    async def _idle(self) -> None:
-        """Called when the queue is empty and ``__anext__`` is about to wait."""
-
-    def push(self, message: Message) -> None:
-        self.queue.append(message)
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _stop(self) -> None:
-        self.closing = True
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
 
     def routes(self) -> list[tuple[str, str]]:
         """``(queue, exchange)`` pairs to bind to the pattern."""
@@ -186,7 +174,7 @@ class Broadcast(_Inbox):
     """A broadcast subscription: its own exclusive auto-delete queue bound to the pattern.
     Messages are acked (in batches) as they are handed out, so settling changes nothing."""
 
-    def __init__(self, transport: RabbitTransport, pattern: str, prefetch: int) -> None:
+    def __init__(self, transport: Host, pattern: str, prefetch: int) -> None:
         super().__init__(transport, pattern, prefetch)
         options = transport.options
         self.name = broadcast_queue(options.queue_prefix, transport.exchange, uuid.uuid4().hex)
@@ -204,16 +192,18 @@ class Broadcast(_Inbox):
     async def declare(self, ch: aiormq.abc.AbstractChannel) -> None:
         await ch.queue_declare(self.name, exclusive=True, auto_delete=True)
 
-    async def _take(self, message: Message) -> Message:
-        self.last = message.token
-        self.unacked += 1
+    async def __anext__(self) -> Message:
+        if self.unacked and not self.queue:
+            await self._ack_handed_out()  # about to wait: let the broker send more
+        message = await Inbox.__anext__(self)
         if self.unacked >= self.batch:
             await self._ack_handed_out()
         return message
 
-    async def _idle(self) -> None:
-        if self.unacked:
-            await self._ack_handed_out()
+    def _take(self, message: Message) -> Message:
+        self.last = message.token
+        self.unacked += 1
+        return message
 
     async def _ack_handed_out(self) -> None:
         self.unacked = 0
@@ -228,7 +218,6 @@ class Broadcast(_Inbox):
         if self.closing:
             return
         self._stop()
-        self.queue.clear()
         self.transport.forget(self)
         await self.detach()
 
@@ -239,7 +228,9 @@ class Member(_Inbox):
     parked in a TTL queue that dead-letters back, then an ack), ``reject`` a confirmed publish
     to ``dead-letter.<group>`` then an ack."""
 
-    def __init__(self, transport: RabbitTransport, pattern: str, prefetch: int, group: str,
+    _take = Inbox._track  # a delivery is in flight from when it is handed out
+
+    def __init__(self, transport: Host, pattern: str, prefetch: int, group: str,
                  queue: str, request_queue: str) -> None:  # fmt: skip
         super().__init__(transport, pattern, prefetch)
         self.group = group
@@ -247,8 +238,6 @@ class Member(_Inbox):
         self.request_queue = request_queue
         self.dead_subject = dead_letter_subject_of(group)
         self.max_deliver = transport.options.max_deliver
-        self.in_flight: set[Message] = set()
-        self.drained: asyncio.Event | None = None
 
     def routes(self) -> list[tuple[str, str]]:
         transport = self.transport
@@ -273,27 +262,18 @@ class Member(_Inbox):
             return
         self.push(message)
 
-    async def _take(self, message: Message) -> Message:
-        self.in_flight.add(message)
-        return message
-
-    def _settled(self, message: Message) -> tuple[aiormq.abc.AbstractChannel, int]:
-        self.in_flight.discard(message)
-        if self.drained is not None and not self.in_flight:
-            self.drained.set()
-        token: tuple[aiormq.abc.AbstractChannel, int] = message.token
-        return token
-
     async def ack(self, message: Message) -> None:
         """basic.ack: done with. On a channel lost since delivery the ack cannot reach the
         broker, which delivers the message again (at least once)."""
-        ch, tag = self._settled(message)
+        self._release(message)
+        ch, tag = message.token
         with contextlib.suppress(*AMQP_ERRORS):
             await ch.basic_ack(tag, wait=False)
 
     async def nack(self, message: Message, delay: float | None) -> None:
         """Requeue at once, or park a copy for ``delay`` seconds and ack the original."""
-        ch, tag = self._settled(message)
+        self._release(message)
+        ch, tag = message.token
         if not delay:
             with contextlib.suppress(*AMQP_ERRORS):
                 await ch.basic_nack(tag, requeue=True, wait=False)
@@ -309,7 +289,7 @@ class Member(_Inbox):
 
     async def reject(self, message: Message, reason: str) -> None:
         """Publish to ``dead-letter.<group>`` (confirmed), then ack."""
-        self._settled(message)
+        self._release(message)
         await self._dead_letter(message, reason)
 
     async def _dead_letter(self, message: Message, reason: str) -> None:
@@ -336,13 +316,8 @@ class Member(_Inbox):
             for tag in self.consumer_tags:
                 with contextlib.suppress(*AMQP_ERRORS):
                     await ch.basic_cancel(tag)
-        self.queue.clear()
-        if self.in_flight and timeout > 0:
-            self.drained = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.drained.wait()
-        self.in_flight.clear()
+        await self._drain(timeout)
+        self._unsettled()  # the broker requeues them when the channel closes
         self.transport.forget(self)
         await self.detach()
 
