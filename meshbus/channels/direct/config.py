@@ -25,13 +25,11 @@ import ssl as ssl_module
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
 
-from meshbus._adapters import move_typed, reject_unknown
 from meshbus.channels.direct.connection import ConnectionSettings
 from meshbus.channels.direct.frames import DEFAULT_MAX_FRAME
-from meshbus.config import parse_url
 from meshbus.errors import InvalidURL
+from meshbus.kit import channel_settings, move_typed, reject_unknown
 
 __all__ = ["DEFAULT_RCVBUF", "DirectConfig", "default_rcvbuf"]
 
@@ -94,14 +92,12 @@ class DirectConfig:
         extra: tuple[str, ...] = (),
     ) -> DirectConfig:
         """Parse and check ``url`` plus ``options``; names in ``extra`` are passed through."""
-        parts = parse_url(url)
+        parts, values = channel_settings(url, options)
         addresses = [_address(url, item) for item in parts.netloc.split(",") if item.strip()]
         if not addresses:
             raise InvalidURL(url, "expected host:port, e.g. tcp://pricing:7000")
         if listening and len(addresses) != 1:
             raise InvalidURL(url, "a listen address names one host:port")
-        values: dict[str, Any] = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        values.update(options or {})
         passed = {name: values.pop(name) for name in extra if name in values}
         context = values.pop("ssl", None)
         if context is not None and not isinstance(context, ssl_module.SSLContext):

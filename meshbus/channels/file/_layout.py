@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from meshbus.errors import InvalidURL, ProtocolError
+from meshbus.kit import BoundedCache
 from meshbus.subjects import matches
 
 __all__ = ["LAYOUT_FILE", "LAYOUT_VERSION", "GroupInfo", "Layout", "fsync_dir"]
@@ -73,7 +74,7 @@ class Layout:
         self._known: dict[str, GroupInfo | None] = {}
         self._listing: list[GroupInfo] = []
         self._listed_key: tuple[int, int, int] | None = None
-        self._routes: dict[str, list[GroupInfo]] = {}
+        self._routes: BoundedCache[str, list[GroupInfo]] = BoundedCache()
 
     # -- connect ---------------------------------------------------------------------------
 
@@ -269,8 +270,7 @@ class Layout:
             self.all_groups()
         found = self._routes.get(subject)
         if found is None:
-            found = [g for g in self._listing if matches(g.pattern, subject)]
-            if len(self._routes) > 4096:
-                self._routes.clear()
-            self._routes[subject] = found
+            found = self._routes.put(
+                subject, [g for g in self._listing if matches(g.pattern, subject)]
+            )
         return found

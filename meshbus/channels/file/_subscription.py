@@ -15,7 +15,7 @@ import contextlib
 import os
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from meshbus.channels.file._format import parse_name, read_message, read_small_message
 from meshbus.channels.file._janitor import give_back, release
@@ -26,6 +26,7 @@ from meshbus.headers import (
     dead_letter_headers,
     dead_letter_subject,
 )
+from meshbus.kit import InFlight
 from meshbus.message import Message
 from meshbus.transport import Envelope
 
@@ -37,39 +38,37 @@ __all__ = ["FileSubscription"]
 _THREAD_READ = 1 << 20
 
 
-class FileSubscription:
-    """One member of a group folder (or a broadcast subscriber's private group)."""
+class FileSubscription(InFlight):
+    """One member of a group folder (or a broadcast subscriber's private group). Its claimed
+    messages are in flight (the kit's ``InFlight``) by the name of their file."""
 
     def __init__(
         self, transport: FileTransport, info: GroupInfo, claim_name: str, prefetch: int
     ) -> None:
+        super().__init__(prefetch)
         self.transport = transport
         self.info = info
         self.broadcast = info.owner is not None
         self.max_payload = transport.capabilities.max_payload
-        self.prefetch = prefetch
         self.new = info.new
         self.claims = os.path.join(info.path, "claims", claim_name)
         self.delayed = os.path.join(info.path, "delayed")
         os.makedirs(self.claims, exist_ok=True)
         self.candidates: deque[str] = deque()
-        self.in_flight: dict[str, int] = {}
         self.timers = transport.timers
-        self.closing = False
         self.wake = asyncio.Event()
-        self.drained: asyncio.Event | None = None
+        """Set when a file may have come into the group's ``new/``, and on close."""
         transport.notifier.watch(self.new, self.wake.set)
 
-    def __aiter__(self) -> FileSubscription:
+    def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> Message:
         while True:
             if self.closing:
                 raise StopAsyncIteration
-            if len(self.in_flight) >= self.prefetch:
-                self.wake.clear()
-                await self.wake.wait()
+            if self.prefetch_full():
+                await self.wait_settled()
                 continue
             if not self.candidates:
                 self.wake.clear()
@@ -111,31 +110,20 @@ class FileSubscription:
         headers = meta["headers"]
         assert isinstance(headers, dict)
         key = meta.get("key")
-        attempt = parsed[1] + 1
-        self.in_flight[name] = attempt
-        return Message(
+        message = Message(
             str(meta["subject"]),
             payload,
             headers,
             key=key if isinstance(key, str) else None,
             id=str(meta.get("id") or ""),
-            attempt=attempt,
+            attempt=parsed[1] + 1,
             reply_to=headers.get(REPLY_TO),
             settler=self,
             token=name,
         )
+        return self._track(message)
 
-    # -- settling --------------------------------------------------------------------------
-
-    def _settled(self, message: Message) -> str | None:
-        name: str = message.token
-        if self.in_flight.pop(name, None) is None:
-            return None  # given back at close: nothing of ours to settle
-        if len(self.in_flight) + 1 == self.prefetch:
-            self.wake.set()
-        if self.drained is not None and not self.in_flight:
-            self.drained.set()
-        return name
+    # -- settling (a message given back at close is no longer ours: settling it does nothing)
 
     def _delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -143,15 +131,14 @@ class FileSubscription:
 
     async def ack(self, message: Message) -> None:
         """Delete the claimed file."""
-        name = self._settled(message)
-        if name is not None:
-            self._delete(name)
+        if self._release(message):
+            self._delete(message.token)
 
     async def nack(self, message: Message, delay: float | None) -> None:
         """Give the message back to the group (through ``delayed/`` after a delay)."""
-        name = self._settled(message)
-        if name is None:
+        if not self._release(message):
             return
+        name: str = message.token
         if self.broadcast:
             self._delete(name)
             return
@@ -178,9 +165,9 @@ class FileSubscription:
 
     async def reject(self, message: Message, reason: str) -> None:
         """Publish the message to ``dead-letter.<group>`` with the reason, then delete it."""
-        name = self._settled(message)
-        if name is None:
+        if not self._release(message):
             return
+        name: str = message.token
         if not self.broadcast:
             headers = dead_letter_headers(
                 message.headers, message.subject, self.info.group, reason, message.attempt
@@ -205,18 +192,14 @@ class FileSubscription:
         """Stop deliveries, wait up to ``timeout`` for settling, give the rest back."""
         if self.closing:
             return
-        self.closing = True
+        self._stop()
         self.wake.set()
         self.transport.notifier.unwatch(self.new, self.wake.set)
         self.transport.forget(self)
         if self.broadcast:
-            self.in_flight.clear()
+            self._unsettled()
             self.transport.layout.remove_group(self.info)
             return
-        if self.in_flight and timeout > 0:
-            self.drained = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.drained.wait()
-        self.in_flight.clear()
-        give_back(self.claims, self.new)
+        await self._drain(timeout)
+        self._unsettled()
+        give_back(self.claims, self.new)  # every claimed file still here
