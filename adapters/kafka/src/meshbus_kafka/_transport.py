@@ -17,7 +17,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -363,6 +363,14 @@ class KafkaTransport:
             replies.forget(envelope.id)
 
     # -- closing ---------------------------------------------------------------------------
+
+    def health(self) -> Literal["connecting", "connected", "reconnecting", "closed"]:
+        """Connected from ``start()`` to ``close()``: aiokafka reconnects underneath without
+        saying so, so an outage shows in publishes that time out, not here
+        (``meshbus.transport.ReportsHealth``)."""
+        if self._closed:
+            return "closed"
+        return "connected" if self._started else "connecting"
 
     async def close(self, timeout: float) -> None:
         """Drain subscriptions (up to ``timeout``), flush, disconnect. Idempotent."""

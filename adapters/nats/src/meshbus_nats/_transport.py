@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from time import monotonic
-from typing import Any
+from typing import Any, Literal
 
 from nats.js import JetStreamContext
 
@@ -356,6 +356,17 @@ class NatsTransport:
             raise translate(exc, "request", subject, timeout) from exc
 
     # -- closing ---------------------------------------------------------------------------
+
+    def health(self) -> Literal["connecting", "connected", "reconnecting", "closed"]:
+        """What nats-py says of its connection (``meshbus.transport.ReportsHealth``)."""
+        nc = self._nc
+        if self._closed:
+            return "closed"
+        if nc is None:
+            return "connecting"
+        if nc.is_connected:
+            return "connected"
+        return "closed" if nc.is_closed else "reconnecting"
 
     async def close(self, timeout: float) -> None:
         """Drain subscriptions (up to ``timeout``), flush, disconnect. Idempotent."""

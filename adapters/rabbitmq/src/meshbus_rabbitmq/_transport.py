@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import aio_pika
 import aiormq
@@ -352,6 +352,15 @@ class RabbitTransport:
         await self.rpc.reply(reply, correlation_id)
 
     # -- closing ---------------------------------------------------------------------------
+
+    def health(self) -> Literal["connecting", "connected", "reconnecting", "closed"]:
+        """Connected while the connection and its channels are up; reconnecting between a
+        loss and their restoration (``meshbus.transport.ReportsHealth``)."""
+        if self._closed:
+            return "closed"
+        if self._up.is_set():
+            return "connected"
+        return "reconnecting" if self._conn is not None else "connecting"
 
     async def close(self, timeout: float) -> None:
         """Drain subscriptions (up to ``timeout``), then disconnect. Idempotent."""
