@@ -95,8 +95,6 @@ class Broadcast(RecordInbox):
                 batches = await consumer.getmany(timeout_ms=int(interval * 1000))
                 if not batches:
                     await lost.check()
-            except asyncio.CancelledError:
-                raise
             except KAFKA_ERRORS:
                 if self.closing:
                     return

@@ -152,8 +152,6 @@ class Member(RecordInbox):
                 if not batches and not paused:
                     for tp in await lost.check():
                         self._lost(tp)
-            except asyncio.CancelledError:
-                raise
             except KAFKA_ERRORS:
                 if self.closing:
                     return

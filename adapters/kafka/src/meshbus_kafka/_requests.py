@@ -66,8 +66,6 @@ class Replies:
                 batches = await self.consumer.getmany(timeout_ms=1000)
                 if not batches:
                     await lost.check()
-            except asyncio.CancelledError:
-                raise
             except KAFKA_ERRORS:
                 await asyncio.sleep(0.2)
                 continue
