@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 from collections.abc import Callable
+from typing import cast
 
 from meshbus import _clock
 from meshbus._aio import writable_fd
@@ -115,9 +116,10 @@ class Wire(asyncio.BufferedProtocol):
     # -- asyncio.BufferedProtocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        # A stream transport by its interface, not its class: uvloop's (TCPTransport, its TLS
+        # transport) do not derive from asyncio.Transport, yet offer all of its methods.
+        self.transport = stream = cast(asyncio.Transport, transport)
+        stream.set_write_buffer_limits(high=_HIGH_WATER)
         if self.on_made is not None:
             self.on_made(self)
 
