@@ -1,6 +1,7 @@
 """Print the figures `make bench` cares about (msgs/s, p50, p99, and a ratio to the baseline
 where a benchmark measures one beside it, with the range over its rounds) from a benchmark JSON
-file. A round trip measured side by side is followed by each side's figures alone."""
+file. A round trip measured side by side is followed by each side's figures alone; a
+benchmark that measures the CPU of its consuming process, by that CPU per message."""
 
 from __future__ import annotations
 
@@ -29,6 +30,23 @@ def main(path: str) -> None:
             f"{bench['name']:<52}{rate:>12}{info.get('p50_us', ''):>10}{info.get('p99_us', ''):>10}"
             f"{baseline:>12}{info.get('ratio', ''):>8}  {_range(info.get('ratio_range'))}"
         )
+        if "cpu_us_per_msg" in info:  # the consuming process's CPU, beside the baseline's
+            print(
+                f"{'  CPU µs/msg of the consuming process':<52}{info['cpu_us_per_msg']:>12}"
+                f"{'':>10}{'':>10}{info.get('baseline_cpu_us_per_msg', ''):>12}"
+            )
+        others = {  # the App's throughput benchmarks: more sides than the baseline
+            "raw": "App / raw client, same handler body",
+            "prefetch": "App with prefetch=256 / the baseline",
+        }
+        for side, label in others.items():
+            if f"{side}_msgs_per_s" in info:
+                print(
+                    f"{'  ' + label:<52}{info[side + '_msgs_per_s']:>12}{'':>10}{'':>10}"
+                    f"{'':>12}{info.get(side + '_ratio', ''):>8}  "
+                    f"{_range(info.get(side + '_ratio_range'))}"
+                    f"  (CPU {info.get(side + '_cpu_us_per_msg', '')} µs/msg)"
+                )
         labels = {  # a round trip split by side (tcp://), and other responders
             "requester": "requester side alone",
             "responder": "responder side alone",
