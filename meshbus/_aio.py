@@ -8,6 +8,12 @@
 - ``writable_fd(transport)``: the socket descriptor behind a plain asyncio selector transport
   (not TLS, not another event loop's), which the direct channel may ``os.writev`` to while
   nothing is queued in the transport; None elsewhere, and under ``MESHBUS_SAFE=1``.
+- ``vectored_write(transport)``: its twin for uvloop's plain TCP transport, whose public
+  ``writelines`` already gives the pieces to one ``writev`` (uv_try_write) without joining
+  them, and keeps what the socket did not take without a copy; None elsewhere (asyncio's
+  ``writelines`` joins them on Python 3.11; uvloop's TLS transport encrypts a copy anyway),
+  and under ``MESHBUS_SAFE=1``. (uvloop's transport also hands out its descriptor, through a
+  pseudo-socket, but ``os.writev`` behind its back saved nothing over joining.)
 - ``running_task(loop)``: the running task of a loop read from ``asyncio.tasks._current_tasks``
   without ``asyncio.current_task``'s own Python frame; ``asyncio.current_task`` where that
   table is not there (uvloop keeps it too; other loops may not) or under ``MESHBUS_SAFE=1``.
@@ -18,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from meshbus.fastpath import enabled
 
-__all__ = ["EAGER", "enter_task", "leave_task", "running_task", "writable_fd"]
+__all__ = ["EAGER", "enter_task", "leave_task", "running_task", "vectored_write", "writable_fd"]
 
 _TaskSwitch = Callable[[asyncio.AbstractEventLoop, "asyncio.Task[Any]"], None]
 
@@ -63,3 +69,15 @@ def writable_fd(transport: asyncio.BaseTransport) -> int | None:
         return None
     fd: int = sock.fileno()
     return fd
+
+
+_UVLOOP_STREAMS = frozenset({("uvloop.loop", "TCPTransport"), ("uvloop.loop", "UnixTransport")})
+
+
+def vectored_write(transport: asyncio.BaseTransport) -> Callable[[list[bytes]], None] | None:
+    """``transport.writelines`` where it writes its pieces with one vectored call and no join
+    (uvloop's plain stream transports); None otherwise."""
+    kind = type(transport)
+    if not enabled() or (kind.__module__, kind.__name__) not in _UVLOOP_STREAMS:
+        return None
+    return cast(asyncio.WriteTransport, transport).writelines  # its interface, not its class

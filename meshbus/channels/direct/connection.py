@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import cast
 
 from meshbus import _clock
-from meshbus._aio import writable_fd
+from meshbus._aio import vectored_write, writable_fd
 from meshbus.channels.direct.frames import (
     DEFAULT_MAX_FRAME,
     Bye,
@@ -274,8 +274,10 @@ class Connection:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._out: list[bytes] = []
         # The socket's descriptor, for write_parts, where the transport is a plain socket's
-        # (asyncio's selector transport; not TLS, not any other event loop's).
+        # (asyncio's selector transport; not TLS, not any other event loop's); else, where
+        # the transport's own writelines is a writev of the pieces (uvloop's), that.
         self._fd = writable_fd(self.transport)
+        self._writelines = None if self._fd is not None else vectored_write(self.transport)
         self._out_size = 0
         self._flush_due = False
 
@@ -381,7 +383,8 @@ class Connection:
         written before it, the frame goes out with one ``writev`` of its pieces (up to
         ``_MAX_PARTS`` of them), so the payloads are not first copied into one buffer (a large
         part of a 16 KiB publisher's work per message). Otherwise, and for
-        what the socket does not take, the pieces are joined and written the usual way."""
+        what the socket does not take, the pieces are joined and written the usual way.
+        On uvloop the transport's own ``writelines`` does the same (see ``meshbus._aio``)."""
         if self.ended:
             raise ConnectionLost(f"connection to {self.name} is closed: {self.reason}")
         fd = self._fd
@@ -407,6 +410,12 @@ class Connection:
                     self.transport.write(b"".join(rest))
                     return
                 sent -= len(part)
+            return
+        writelines = self._writelines
+        if writelines is not None and len(parts) <= _MAX_PARTS:
+            if self._out:
+                self._flush()  # what was queued goes first
+            writelines(parts)
             return
         self.write(b"".join(parts))
 
