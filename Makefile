@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.meshbus-installed
 ADAPTERS := $(wildcard adapters/*/pyproject.toml)
 
-.PHONY: install system-deps test lint typecheck unit safe e2e images wheels demo demo-compose bench clean
+.PHONY: install system-deps test lint typecheck unit safe uvloop e2e images wheels demo demo-compose bench clean
 
 $(STAMP): pyproject.toml $(ADAPTERS)
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 11) else f"meshbus needs Python 3.11 or newer; {sys.executable} is {v[0]}.{v[1]}")'
@@ -31,16 +31,23 @@ typecheck: install
 	$(PY) -m mypy
 
 ## test: install everything, then lint, type-check and run every test tier, then the
-## conformance suite again with every fast path off (MESHBUS_SAFE=1)
+## conformance suite again with every fast path off (MESHBUS_SAFE=1) and on uvloop
 test: install system-deps lint typecheck
 	$(PY) -m pytest --benchmark-disable
 	$(MAKE) --no-print-directory safe
+	$(MAKE) --no-print-directory uvloop
 
 ## safe: the conformance suite with MESHBUS_SAFE=1, so the plain paths stay correct
 safe: install
 	@start=$$(date +%s); \
 	MESHBUS_SAFE=1 $(PY) -m pytest tests/conformance tests/unit/test_fastpath.py --benchmark-disable -q; \
 	status=$$?; echo "safe tier (MESHBUS_SAFE=1 conformance): $$(( $$(date +%s) - start )) s"; exit $$status
+
+## uvloop: the conformance suite and the direct-channel tests on uvloop (MESHBUS_LOOP=uvloop)
+uvloop: install
+	@start=$$(date +%s); \
+	MESHBUS_LOOP=uvloop $(PY) -m pytest tests/conformance tests/direct tests/unit/test_loop_choice.py --benchmark-disable -q; \
+	status=$$?; echo "uvloop tier (MESHBUS_LOOP=uvloop conformance, direct): $$(( $$(date +%s) - start )) s"; exit $$status
 
 ## images: the local images the compose stacks and tests/e2e use where no registry is reachable
 images: install system-deps
