@@ -23,6 +23,7 @@ from meshbus.errors import (
 )
 from meshbus.headers import CONTENT_TYPE, check_user_headers
 from meshbus.health import ChannelHealth, ChannelState, redact
+from meshbus.kit import BoundedCache
 from meshbus.message import Message
 from meshbus.registry import TransportRegistry, default_registry
 from meshbus.routing import Router
@@ -116,7 +117,7 @@ class Bus(AsyncResource):
         self._transports: dict[str, Transport] = {}
         self._listener: Listener | None = None
         self._router: Router[Transport] | None = None
-        self._route_cache: dict[str, Transport] = {}
+        self._route_cache: BoundedCache[str, Transport] = BoundedCache()
         self._subscriptions: set[Closeable] = set()
         self._link = _BusLink(self)
         self._pending = 0
@@ -267,9 +268,7 @@ class Bus(AsyncResource):
             validate_subject(subject)
             assert self._router is not None
             transport = self._router.for_subject(subject)
-            if len(self._route_cache) > 4096:
-                self._route_cache.clear()
-            self._route_cache[subject] = transport
+            self._route_cache.put(subject, transport)
         return transport
 
     def _envelope(

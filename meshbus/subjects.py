@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
+from meshbus._cache import BoundedCache
 from meshbus.errors import InvalidSubject
 
 __all__ = [
@@ -140,7 +141,7 @@ class SubjectIndex(Generic[V]):
     def __init__(self) -> None:
         self._exact: dict[str, list[V]] = {}
         self._wild: dict[str, list[V]] = {}
-        self._cache: dict[str, tuple[V, ...]] = {}
+        self._cache: BoundedCache[str, tuple[V, ...]] = BoundedCache()
 
     def add(self, pattern: str, value: V) -> None:
         """Index ``value`` under ``pattern``."""
@@ -171,11 +172,7 @@ class SubjectIndex(Generic[V]):
         for pattern, entries in self._wild.items():
             if matches(pattern, subject):
                 values.extend(entries)
-        result = tuple(values)
-        if len(self._cache) > 4096:
-            self._cache.clear()
-        self._cache[subject] = result
-        return result
+        return self._cache.put(subject, tuple(values))
 
     def __iter__(self) -> Iterator[tuple[str, V]]:
         for table in (self._exact, self._wild):

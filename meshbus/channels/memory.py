@@ -25,12 +25,11 @@ import itertools
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import parse_qs
 
 from meshbus.channels.delivery import BroadcastSubscriber, Hub, Member
-from meshbus.config import parse_url
 from meshbus.errors import Closed, InvalidURL, NoResponders, RequestTimeout
 from meshbus.headers import CORRELATION_ID, REPLY_TO
+from meshbus.kit import channel_settings, move_typed, reject_unknown
 from meshbus.message import Message
 from meshbus.transport import Capabilities, Envelope
 
@@ -47,19 +46,17 @@ class MemoryTransport:
     """The ``memory://`` channel (see the module docstring)."""
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
-        parts = parse_url(url)
+        parts, settings = channel_settings(url, options)
         name = (parts.netloc + parts.path).strip("/")
         if not name:
             raise InvalidURL(url, "memory:// needs a name, e.g. memory://app")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        settings = {**query, **(options or {})}
+        values: dict[str, Any] = {"max_payload": DEFAULT_MAX_PAYLOAD, "buffer": DEFAULT_BUFFER}
         try:
-            max_payload = int(settings.pop("max_payload", DEFAULT_MAX_PAYLOAD))
-            self.buffer = int(settings.pop("buffer", DEFAULT_BUFFER))
+            move_typed(settings, values, ints=("max_payload", "buffer"))
         except (TypeError, ValueError) as exc:
             raise InvalidURL(url, f"max_payload and buffer are whole numbers: {exc}") from exc
-        if settings:
-            raise InvalidURL(url, f"unknown memory:// options: {', '.join(sorted(settings))}")
+        reject_unknown(url, "memory", settings)
+        max_payload, self.buffer = values["max_payload"], values["buffer"]
         if max_payload < 1 or self.buffer < 1:
             raise InvalidURL(url, "max_payload and buffer must be at least 1")
         self.name = name

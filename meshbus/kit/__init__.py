@@ -40,7 +40,7 @@ Every method is meant to be called from the event loop that runs the channel; no
 thread-safe. Names with a leading underscore are for the subscription class itself.
 """
 
-from meshbus.kit._cache import DEFAULT_LIMIT, BoundedCache
+from meshbus._cache import DEFAULT_LIMIT, BoundedCache
 from meshbus.kit._deliveries import Inbox, InFlight
 from meshbus.kit._errors import (
     ErrorMapper,

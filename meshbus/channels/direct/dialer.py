@@ -37,6 +37,7 @@ from meshbus.errors import (
     PublishTimeout,
     RequestTimeout,
 )
+from meshbus.kit import BoundedCache
 from meshbus.message import NO_SETTLER, Message
 from meshbus.transport import Capabilities, Envelope, TransportSubscription
 
@@ -171,7 +172,7 @@ class TcpTransport:
         self.peers: list[Peer] = []
         self._membership = asyncio.Event()
         self._round_robin = itertools.count()
-        self._routes: dict[str, _Route] = {}
+        self._routes: BoundedCache[str, _Route] = BoundedCache()
         self._deadlines = _Deadlines()
         self._closed = False
 
@@ -249,10 +250,7 @@ class TcpTransport:
                 else:
                     key = (interest.pattern, interest.group)
                     groups.setdefault(key, []).append((peer, interest.id))
-        if len(self._routes) >= 4096:
-            self._routes.clear()
-        route = self._routes[subject] = _Route(broadcast, list(groups.items()))
-        return route
+        return self._routes.put(subject, _Route(broadcast, list(groups.items())))
 
     def _plan(self, envelope: Envelope, exclude: set[tuple[Peer, GroupKey]] | None = None) -> Plan:
         """Where the copies of ``envelope`` go: every broadcast interest, and one member per

@@ -41,6 +41,7 @@ from meshbus.channels.direct.frames import (
 from meshbus.channels.direct.inbound import Answer, Progress, Served
 from meshbus.errors import AuthenticationFailed, ConnectFailed, ConnectionLost, ProtocolError
 from meshbus.headers import CORRELATION_ID, REPLY_TO
+from meshbus.kit import BoundedCache
 from meshbus.transport import Capabilities
 
 __all__ = ["DirectListener"]
@@ -65,7 +66,8 @@ class DirectListener:
         self._by_id: dict[int, tuple[str, str | None]] = {}
         self._ids = itertools.count(1)
         self._served: set[Served] = set()
-        self._targets: dict[tuple[int, ...], _Targets] = {}  # cleared when interests change
+        # cleared when interests change
+        self._targets: BoundedCache[tuple[int, ...], _Targets] = BoundedCache()
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._progress = Progress()
@@ -254,10 +256,7 @@ class DirectListener:
                 patterns.add(pattern)
             else:
                 groups.append(self._hub.group(pattern, group))
-        if len(self._targets) >= 4096:
-            self._targets.clear()
-        resolved = self._targets[targets] = (groups, patterns)
-        return resolved
+        return self._targets.put(targets, (groups, patterns))
 
     def _queue_locally(
         self, served: Served, pub: Pub
