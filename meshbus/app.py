@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from meshbus._params import InvalidPayload, bind, is_async
-from meshbus.bus import DEFAULT_DRAIN_TIMEOUT, Bus, connect
+from meshbus.bus import DEFAULT_DRAIN_TIMEOUT, DEFAULT_PREFETCH, Bus, connect
 from meshbus.errors import ConfigurationError, NotStarted, StartupFailed
 from meshbus.health import AppHealth, HandlerHealth
 from meshbus.message import Message
@@ -269,7 +269,7 @@ class App:
                     self._observed(entry) if self._observer is not None else entry.call,
                     group=entry.group,
                     concurrency=entry.concurrency,
-                    prefetch=entry.prefetch or max(1, entry.concurrency),
+                    prefetch=entry.prefetch or DEFAULT_PREFETCH,
                     on_error=self._on_error(entry),
                     max_deliver=entry.retry.attempts if entry.group is not None else None,
                 )

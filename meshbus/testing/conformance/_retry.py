@@ -94,5 +94,6 @@ class RetryTests:
         assert calls == [1, 2, 3]
         assert corpse.headers[DEAD_REASON] == "ValueError: always (attempt 3 of 3)"
         first, second = times[1] - times[0], times[2] - times[1]
-        assert first >= 0.3
-        assert second >= 0.9
+        # Within a millisecond: uvloop's loop.time() counts whole milliseconds.
+        assert first >= 0.3 - 1e-3
+        assert second >= 0.9 - 1e-3
