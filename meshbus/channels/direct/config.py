@@ -35,20 +35,18 @@ __all__ = ["DEFAULT_RCVBUF", "DirectConfig", "default_rcvbuf"]
 
 DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
 DEFAULT_RCVBUF = 1024 * 1024
-"""A listener's receive buffer. The system's autotuning lets it grow to tens of MiB on a fast
-link, and a listener that falls behind its publishers then reads from a queue that long, out
-of its CPU caches, and slower for it, so it stays behind: 16 KiB messages took 6 us of its
-CPU each while it kept up and up to 12.5 us once behind. 1 MiB still covers 10 Gbit/s with a
-round trip of up to 0.8 ms."""
+"""A listener's receive buffer. Under the system's autotuning it grows to tens of MiB, and a
+listener that falls behind its publishers then reads from a queue that long, out of its CPU
+caches and slower for it, so it stays behind (measured: docs/benchmarks.md). 1 MiB still
+covers 10 Gbit/s with a round trip of up to 0.8 ms."""
 _RMEM_MAX = "/proc/sys/net/core/rmem_max"
 
 
 def default_rcvbuf() -> int:
     """``DEFAULT_RCVBUF`` where the system grants it, else 0 (autotuning). Linux caps
     ``SO_RCVBUF`` at ``net.core.rmem_max``, often 208 KiB, and a buffer that small did worse
-    than autotuning (16 KiB one way: 0.65-0.96x raw against 0.92-1.28x in the same runs), so
-    the default is not forced below what it is meant to be. An ``rcvbuf`` given in the URL is
-    set as given."""
+    than autotuning, so the default is not forced below what it is meant to be. An ``rcvbuf``
+    given in the URL is set as given."""
     try:
         with open(_RMEM_MAX) as limit:
             allowed = int(limit.read())
