@@ -249,6 +249,7 @@ def _routes(value: str | None) -> dict[str, str] | None:
 async def _serve_one(app: App, options: RunOptions) -> int:
     """Run one process's app until a stop signal; the exit status."""
     loop = asyncio.get_running_loop()
+    log.info("app %r on the %s event loop", app.name, type(loop).__module__.split(".")[0])
     stop = asyncio.Event()
     status_fd = os.environ.get(_STATUS_FD)
     status = os.fdopen(int(status_fd), "w", buffering=1) if status_fd else None

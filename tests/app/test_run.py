@@ -301,3 +301,39 @@ async def test_workers_share_one_listen_port_and_drain_together(
     handled = collections.Counter(parent.out)
     assert sorted(handled) == sorted(confirmed)
     assert max(handled.values()) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_second_signal_exits_at_once_and_logs_are_json_on_uvloop(
+    tmp_path: Path, replicas: list[Replica]
+) -> None:
+    """--log-format json: every stderr line is a JSON record; --loop uvloop runs the app on
+    uvloop; a second SIGTERM during a long drain exits at once, without waiting for it."""
+    (tmp_path / "worker_app.py").write_text(SERVICE)
+    health = _free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meshbus", "run", "worker_app:app",
+        "--url", "memory://slow", "--health", f"127.0.0.1:{health}",
+        "--log-format", "json", "--loop", "uvloop", "--drain-timeout", "60",
+        cwd=tmp_path,
+        env={**os.environ, "FLUSH": "60"},  # a shutdown hook that would take a minute
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    replica = Replica(process, health, [], asyncio.create_task(asyncio.sleep(0)), asyncio.Event())
+    replicas.append(replica)
+    await _wait_ready(replica)
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(10):
+        while await replica.status() == 200:  # noqa: ASYNC110 -- another process's state
+            await asyncio.sleep(0.02)
+    started = asyncio.get_running_loop().time()
+    process.send_signal(signal.SIGTERM)
+    status = await asyncio.wait_for(process.wait(), 10)
+    assert asyncio.get_running_loop().time() - started < 5  # not the minute of the hook
+    assert status == 128 + signal.SIGTERM
+    assert process.stderr is not None
+    records = [json.loads(line) for line in (await process.stderr.read()).splitlines()]
+    messages = [r["msg"] for r in records]
+    assert "app 'worker' on the uvloop event loop" in messages
+    assert "second signal: exiting at once" in messages
+    assert {r["level"] for r in records} <= {"info", "warning", "error"}
