@@ -367,18 +367,21 @@ class App:
                 reason = f"handler timed out after {entry.timeout:g} s"
             else:
                 reason = f"{type(error).__name__}: {error}"
-            gives_up = retry.gives_up(message.attempt)
+            broadcast = entry.group is None  # never redelivered: nothing to retry
+            gives_up = broadcast or retry.gives_up(message.attempt)
             log.log(
                 logging.ERROR if gives_up else logging.WARNING,
                 "handler for %r failed on message %s (attempt %d) of %r: %s; %s",
                 *where,
                 reason,
-                "dead-lettered" if gives_up else "to be retried",
+                "dropped (broadcast)" if broadcast else "dead-lettered" if gives_up else "retried",
                 exc_info=error if gives_up else None,
             )
             if message.settled:
                 return
-            if gives_up:
+            if broadcast:
+                await message.ack()
+            elif gives_up:
                 await message.reject(f"{reason} (attempt {message.attempt} of {retry.attempts})")
             else:
                 await message.nack(delay=retry.delay(message.attempt))

@@ -368,3 +368,26 @@ def test_bad_declarations_are_refused_before_anything_runs() -> None:
         app.handle("a..h")
     with pytest.raises(ConfigurationError, match="either broadcast or in a group"):
         app.handle("a.i", broadcast=True, group="g")
+
+
+@pytest.mark.asyncio
+async def test_a_failing_broadcast_handler_is_not_retried_and_the_next_message_comes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App("fanout")
+    seen: list[int] = []
+
+    @app.handle("events.>", broadcast=True, retry=Retry(attempts=3, backoff=0))
+    async def on_event(body: dict[str, int]) -> None:
+        seen.append(body["n"])
+        if body["n"] == 1:
+            raise RuntimeError("cannot")
+
+    async with app.test() as t:
+        await t.publish("events.a", {"n": 1})
+        await t.publish("events.a", {"n": 2})
+        calls = await t.handled("events.>", 2)
+        await asyncio.sleep(0.1)
+    assert seen == [1, 2]  # once each: a broadcast message is never delivered again
+    assert [type(c.error).__name__ for c in calls] == ["RuntimeError", "NoneType"]
+    assert "dropped (broadcast)" in caplog.text
