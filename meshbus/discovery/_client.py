@@ -61,13 +61,26 @@ class _Reply(asyncio.DatagramProtocol):
             self.done.set_exception(exc)
 
 
+def _close_made(endpoint: asyncio.Future[tuple[asyncio.DatagramTransport, _Reply]]) -> None:
+    if not endpoint.cancelled() and endpoint.exception() is None:
+        endpoint.result()[0].close()
+
+
 async def _udp(nameserver: Nameserver, name: str, qtype: int, timeout: float) -> Response:
     ident = secrets.randbelow(0x10000)
     packet = build_query(ident, name, qtype)
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: _Reply(ident, name, qtype), remote_addr=(nameserver.host, nameserver.port)
+    endpoint = asyncio.ensure_future(
+        loop.create_datagram_endpoint(
+            lambda: _Reply(ident, name, qtype), remote_addr=(nameserver.host, nameserver.port)
+        )
     )
+    try:
+        transport, protocol = await asyncio.shield(endpoint)
+    except asyncio.CancelledError:
+        # Cancelled while the socket was being made: it is closed once made, not left open.
+        endpoint.add_done_callback(_close_made)
+        raise
     try:
         # Send, and once more halfway through the timeout: a lost datagram costs half the wait.
         for wait in (timeout / 2, timeout / 2):
