@@ -57,10 +57,6 @@ def _decoder(kind: Any, where: str) -> Callable[[bytes], Any]:
     )
 
 
-def _text(message: Message) -> str:
-    return message.text()
-
-
 def bind(handler: Callable[..., Any], get_bus: Callable[[], Bus]) -> Call:
     """Read ``handler``'s parameters and return ``call(message)`` for it (see the module
     docstring); ``ConfigurationError`` for a signature meshbus cannot serve."""

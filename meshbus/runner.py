@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from meshbus.app import App
+from meshbus.config import parse_routes
 from meshbus.errors import AppNotFound, ConfigurationError, StartupFailed
 
 __all__ = ["HealthServer", "RunOptions", "load_app", "main_run", "probe"]
@@ -234,18 +235,6 @@ def _loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def _routes(value: str | None) -> dict[str, str] | None:
-    if value is None:
-        return None
-    try:
-        routes = json.loads(value)
-    except ValueError:
-        routes = dict(part.split("=", 1) for part in value.split(",") if "=" in part)
-    if not isinstance(routes, dict):
-        raise ConfigurationError(f"--routes {value!r}: a JSON object or PATTERN=URL,...")
-    return {str(k): str(v) for k, v in routes.items()}
-
-
 async def _serve_one(app: App, options: RunOptions) -> int:
     """Run one process's app until a stop signal; the exit status."""
     loop = asyncio.get_running_loop()
@@ -412,7 +401,7 @@ def main_run(options: RunOptions) -> int:
         if options.url is not None:
             app.url = options.url
         if options.routes is not None:
-            app.routes = _routes(options.routes)
+            app.routes = parse_routes(options.routes)
         if options.listen is not None:
             app.listen = options.listen
         with asyncio.Runner(loop_factory=factory) as runner:

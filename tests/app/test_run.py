@@ -239,6 +239,7 @@ def test_bad_input_is_one_line_and_a_non_zero_status(tmp_path: Path) -> None:
         ("run", "worker_app:nothing"): (2, "worker_app.nothing is nothing, not a meshbus.App"),
         ("run", "odd_app:app"): (2, "cannot decode a payload into"),
         ("run", "worker_app:app", "--health", "nonsense"): (2, "give HOST:PORT"),
+        ("run", "worker_app:app", "--routes", "{not json"): (2, "looks like JSON but does"),
         ("run", "failing_app:app", "--url", "memory://f"): (1, "no database"),
         ("probe", "http://127.0.0.1:1/readyz"): (1, "meshbus probe"),
         ("probe", "ftp://x/readyz"): (2, "is not an http://host:port/path URL"),
