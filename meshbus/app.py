@@ -257,9 +257,7 @@ class App:
                 self._bus = bus
                 self._owns_bus = False
             for hook in self._startup:
-                result = hook()
-                if result is not None:
-                    await result
+                await _run(hook)
             if self.lifespan is not None:
                 await stack.enter_async_context(self.lifespan(self))
             stack.push_async_callback(self._run_shutdown_hooks)
@@ -274,9 +272,7 @@ class App:
                     max_deliver=entry.retry.attempts if entry.group is not None else None,
                 )
             for hook in self._after_startup:
-                result = hook()
-                if result is not None:
-                    await result
+                await _run(hook)
         except BaseException as exc:
             self._state = "stopping"
             with contextlib.suppress(Exception):
@@ -330,9 +326,7 @@ class App:
     async def _run_shutdown_hooks(self) -> None:
         for hook in reversed(self._shutdown):
             try:
-                result = hook()
-                if result is not None:
-                    await result
+                await _run(hook)
             except Exception:
                 log.exception("shutdown hook %r of app %r failed", hook, self.name)
 
@@ -422,3 +416,10 @@ class App:
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, handlers={len(self.handlers)}, state={self._state!r})"
+
+
+async def _run(hook: Hook) -> None:
+    """Call a hook, a plain function or an ``async def``."""
+    result = hook()
+    if result is not None:
+        await result
