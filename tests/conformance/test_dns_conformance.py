@@ -72,7 +72,9 @@ class DnsHarness(ChannelHarness):
                     asyncio.ensure_future(_dialer(b)._changed()) for b in self.buses if not b.closed
                 ]
                 try:
-                    await asyncio.wait(changes, return_when=asyncio.FIRST_COMPLETED)
+                    # Looked at again every 0.2 s too: a change between making these waits and
+                    # their first step (which reads the events to wait on) would be missed.
+                    await asyncio.wait(changes, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     for change in changes:
                         change.cancel()
